@@ -1,0 +1,69 @@
+"""Where a run's results go: one sink per run, so the training loop never knows about files.
+
+``MemorySink`` keeps everything in memory (tests, and Ray workers whose driver writes to the store: workers then
+need no shared filesystem). ``StoreSink`` writes straight to a :class:`engine.store.RunStore`. ``replay`` copies a
+finished ``MemorySink`` into any other sink.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.config import RunConfig
+
+
+class RunSink(Protocol):
+    def start(self, config: RunConfig, meta: dict[str, Any]) -> None: ...
+    def log_epoch(self, epoch: int, metrics: dict[str, float | None]) -> None: ...
+    def finish(self, status: str, summary: dict[str, Any] | None = None, checkpoint: bytes | None = None,
+               error: str | None = None) -> None: ...
+
+
+@dataclass
+class MemorySink:
+    config: RunConfig | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    epochs: list[tuple[int, dict[str, float | None]]] = field(default_factory=list)
+    status: str = "pending"
+    summary: dict[str, Any] = field(default_factory=dict)
+    checkpoint: bytes | None = None
+    error: str | None = None
+
+    def start(self, config: RunConfig, meta: dict[str, Any]) -> None:
+        self.config, self.meta, self.status = config, dict(meta), "running"
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float | None]) -> None:
+        self.epochs.append((epoch, dict(metrics)))
+
+    def finish(self, status: str, summary: dict[str, Any] | None = None, checkpoint: bytes | None = None,
+               error: str | None = None) -> None:
+        self.status, self.summary, self.checkpoint, self.error = status, dict(summary or {}), checkpoint, error
+
+    def metric(self, name: str) -> list[float | None]:
+        """One metric's values over the logged epochs."""
+        return [m.get(name) for _, m in self.epochs]
+
+
+def replay(memory: MemorySink, sink: RunSink) -> None:
+    """Write a finished in-memory run into another sink (the Ray driver's path into the store)."""
+    sink.start(memory.config, memory.meta)
+    for epoch, metrics in memory.epochs:
+        sink.log_epoch(epoch, metrics)
+    sink.finish(memory.status, memory.summary, memory.checkpoint, memory.error)
+
+
+class StoreSink:
+    """Writes one run into a RunStore. ``start`` raises the store's lock / already-finished errors."""
+
+    def __init__(self, store, extra_meta: dict[str, Any] | None = None):
+        self.store, self.extra_meta, self.writer = store, dict(extra_meta or {}), None
+
+    def start(self, config: RunConfig, meta: dict[str, Any]) -> None:
+        self.writer = self.store.open_run(config.run_id, config.to_dict(), {**meta, **self.extra_meta})
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float | None]) -> None:
+        self.writer.log_epoch(epoch, metrics)
+
+    def finish(self, status: str, summary: dict[str, Any] | None = None, checkpoint: bytes | None = None,
+               error: str | None = None) -> None:
+        self.writer.finish(status, summary=summary, checkpoint=checkpoint, error=error)

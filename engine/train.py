@@ -1,0 +1,258 @@
+"""The training loop: K runs that share tensor shapes train together; a single run is K = 1.
+
+``train_stack`` trains one stack and reports each run through its own sink. ``run_configs`` is the cache-aware
+entry point: it skips configs whose result is already in the store, groups the rest into stacks and trains them.
+
+Data lives on the device as tensors and a batch is an index gather (``X[idx]``): there is no DataLoader, no
+per-batch collation and no host-device copy inside the loop. Divergence is tracked on the device too (no
+synchronisation per step); the loop synchronises once per epoch to log.
+"""
+from __future__ import annotations
+
+import io
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+
+from engine.config import RunConfig
+from engine.models import StackedModel
+from engine.objectives import metric_sums, per_run_loss
+from engine.optim import StackedOptimizer, scheduled_lr
+from engine.sinks import RunSink, StoreSink
+from engine.tasks import TaskData, load_task_data
+
+# Fields that may differ inside one stack: they change values, never shapes or the graph.
+PER_RUN_FIELDS = frozenset({"seed", "lr", "weight_decay", "momentum", "schedule", "min_lr", "step_size", "gamma",
+                            "grad_clip", "evaluate_test"})
+EVAL_CHUNK = 2048
+
+
+def stack_key(config: RunConfig) -> tuple:
+    """Configs with equal keys can train as one stack."""
+    return tuple(sorted((k, str(v)) for k, v in config.to_dict().items() if k not in PER_RUN_FIELDS))
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU; use auto or cpu")
+    return dev
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+def _order_generator(seed: int) -> torch.Generator:
+    # Separate from the initialisation stream so the data order does not depend on the model's size.
+    return torch.Generator().manual_seed(seed + 0x5EED_0000)
+
+
+@torch.no_grad()
+def evaluate(model: StackedModel, config: RunConfig, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Loss and task metrics of every run in the stack on one split (all K runs see the same samples)."""
+    k, n = model.k, x.shape[0]
+    loss_sum = torch.zeros(k, device=x.device)
+    sums: dict[str, torch.Tensor] = {}
+    for start in range(0, n, EVAL_CHUNK):
+        xb = x[start:start + EVAL_CHUNK].unsqueeze(0).expand(k, *x[start:start + EVAL_CHUNK].shape)
+        yb = y[start:start + EVAL_CHUNK].unsqueeze(0).expand(k, *y[start:start + EVAL_CHUNK].shape)
+        outs = model(xb)
+        loss_sum += per_run_loss(config, outs, yb) * xb.shape[1]
+        for name, value in metric_sums(config, outs, yb).items():
+            sums[name] = sums.get(name, 0) + value
+    return {"loss": loss_sum / n, **{name: value / n for name, value in sums.items()}}
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def checkpoint_bytes(model: StackedModel, k: int) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(model.run_state(k), buffer)
+    return buffer.getvalue()
+
+
+def load_checkpoint(data: bytes) -> dict:
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def train_stack(configs: list[RunConfig], sinks: list[RunSink], device: str | torch.device = "auto",
+                progress: Callable[[dict[str, Any]], None] | None = None,
+                should_stop: Callable[[], bool] | None = None, data: TaskData | None = None) -> list[str]:
+    """Train K configs of one stack together; every run reports to its own sink. Returns each run's status."""
+    if len({stack_key(c) for c in configs}) != 1:
+        raise ValueError("train_stack needs configs that differ only in " + ", ".join(sorted(PER_RUN_FIELDS)))
+    device = resolve_device(device) if isinstance(device, str) else device
+    base, k = configs[0], len(configs)
+    meta = {"device": device_name(device), "torch_version": torch.__version__, "hostname": platform.node(),
+            "stack_size": k}
+    for config, sink in zip(configs, sinks):
+        sink.start(config, meta)
+    statuses = ["running"] * k
+    try:
+        statuses = _train(configs, sinks, device, progress, should_stop, data)
+    except KeyboardInterrupt:
+        _finish_open(sinks, statuses, "cancelled", "cancelled by the user")
+        raise
+    except Exception as exc:  # a crash of the stack fails its open runs with the message, then propagates
+        _finish_open(sinks, statuses, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    return statuses
+
+
+def _finish_open(sinks: list[RunSink], statuses: list[str], status: str, error: str) -> None:
+    for i, sink in enumerate(sinks):
+        if statuses[i] == "running":
+            sink.finish(status, error=error)
+            statuses[i] = status
+
+
+def _train(configs, sinks, device, progress, should_stop, data) -> list[str]:
+    base, k = configs[0], len(configs)
+    data = (data or load_task_data(base)).to(device)
+    x, y = data.train.x, data.train.y
+    n = x.shape[0]
+    model = StackedModel(base, data.input_shape, data.heads, data.target_dim, [c.seed for c in configs], device)
+    optimizer = StackedOptimizer(model.flat, model.flat_grad, configs)
+    generators = [_order_generator(c.seed) for c in configs]
+    clip = torch.tensor([c.grad_clip or float("inf") for c in configs], device=device)
+    clipping = any(c.grad_clip for c in configs)
+    active = torch.ones(k, dtype=torch.bool, device=device)
+    active_f = active.float()
+    diverged_step = torch.full((k,), -1, dtype=torch.long, device=device)
+    statuses = ["running"] * k
+    step = 0
+    started = time.perf_counter()
+
+    for epoch in range(base.epochs):
+        epoch_start = time.perf_counter()
+        lrs = [scheduled_lr(c, epoch) for c in configs]
+        optimizer.set_lr(lrs)
+        order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)  # (K, N)
+        loss_sum = torch.zeros(k, device=device)
+        grad_norm_sum = torch.zeros(k, device=device)
+        n_steps = 0
+        for start in range(0, n, base.batch_size):
+            idx = order[:, start:start + base.batch_size]  # (K, b)
+            xb, yb = x[idx], y[idx]  # (K, b, *input_shape), (K, b, ...)
+            outs = model(xb)
+            losses = per_run_loss(base, outs, yb)
+            model.zero_grad()
+            # d(sum of active losses): a diverged run gets a zero upstream gradient and cannot touch the others.
+            losses.backward(active_f)
+            grad = model.flat_grad
+            grad_norm = grad.norm(dim=1)
+            if clipping:  # clip_grad_norm_ per run: scale by max_norm / (norm + 1e-6) when that is below 1
+                grad.mul_((clip / (grad_norm + 1e-6)).clamp(max=1.0).unsqueeze(1))
+            # A non-finite loss or gradient norm: the sum is non-finite if either is (one op instead of three).
+            bad = ~torch.isfinite(losses.detach() + grad_norm)
+            diverged_step = torch.where(active & bad, step, diverged_step)
+            active = active & ~bad
+            active_f = active.to(losses.dtype)
+            optimizer.step(active_f)
+            with torch.no_grad():
+                loss_sum += losses.detach() * idx.shape[1]
+                grad_norm_sum += grad_norm
+            step += 1
+            n_steps += 1
+
+        # Parameters can overflow on the last step of an epoch without a non-finite loss yet: check once here.
+        last_bad = active & ~torch.isfinite(model.flat).all(dim=1)
+        diverged_step = torch.where(last_bad, step - 1, diverged_step)
+        active = active & ~last_bad
+        active_f = active.to(active_f.dtype)
+        val = evaluate(model, base, data.val.x, data.val.y)
+        # One synchronisation per epoch: everything to the host at once.
+        columns = {"train_loss": loss_sum / n, "grad_norm": grad_norm_sum / n_steps,
+                   **{f"val_{m}": v for m, v in val.items()}}
+        host = {name: value.tolist() for name, value in columns.items()}
+        active_host, diverged_host = active.tolist(), diverged_step.tolist()
+        epoch_time = time.perf_counter() - epoch_start
+        for i, sink in enumerate(sinks):
+            if statuses[i] != "running":
+                continue
+            if not active_host[i]:
+                # The epoch in which the run diverged is not logged: its curve ends at the last finite epoch.
+                statuses[i] = "diverged"
+                sink.finish("diverged", summary={"diverged_epoch": epoch, "diverged_step": diverged_host[i],
+                                                 "n_params": model.n_params,
+                                                 "wall_time_s": time.perf_counter() - started})
+                continue
+            metrics = {name: _finite_or_none(values[i]) for name, values in host.items()}
+            sink.log_epoch(epoch, {**metrics, "lr": lrs[i], "epoch_time_s": epoch_time})
+        if progress is not None:
+            progress({"epoch": epoch + 1, "epochs": base.epochs, "runs": k,
+                      "active": sum(active_host), "run_ids": [c.run_id for c in configs]})
+        if not any(active_host):
+            return statuses
+        if should_stop is not None and should_stop():
+            _finish_open(sinks, statuses, "cancelled", f"stopped after epoch {epoch}")
+            return statuses
+
+    wall_time = time.perf_counter() - started
+    test = None
+    if any(c.evaluate_test for c in configs):
+        test = {name: value.tolist() for name, value in
+                evaluate(model, base, data.test.x, data.test.y).items()}
+    for i, (config, sink) in enumerate(zip(configs, sinks)):
+        if statuses[i] != "running":
+            continue
+        summary: dict[str, Any] = {"n_params": model.n_params, "wall_time_s": wall_time}
+        if config.evaluate_test and test is not None:
+            summary.update({f"test_{name}": _finite_or_none(values[i]) for name, values in test.items()})
+        sink.finish("completed", summary=summary, checkpoint=checkpoint_bytes(model, i))
+        statuses[i] = "completed"
+    return statuses
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    status: str          # completed | diverged | failed | cancelled, or the cached run's status
+    cached: bool         # True when the store already held the result and nothing trained
+
+
+def group_into_stacks(configs: Iterable[RunConfig], max_stack: int = 64) -> list[list[RunConfig]]:
+    """Group configs by stack key, preserving order, in stacks of at most ``max_stack`` runs."""
+    groups: dict[tuple, list[RunConfig]] = {}
+    for config in configs:
+        groups.setdefault(stack_key(config), []).append(config)
+    return [group[i:i + max_stack] for group in groups.values() for i in range(0, len(group), max_stack)]
+
+
+def run_configs(configs: Iterable[RunConfig], store, device: str = "auto",
+                progress: Callable[[dict[str, Any]], None] | None = None, extra_meta: dict | None = None,
+                max_stack: int = 64) -> list[RunOutcome]:
+    """Train every config whose result is not cached in ``store``; a cached or duplicate config trains nothing."""
+    unique = list({c.run_id: c for c in configs}.values())
+    outcomes: dict[str, RunOutcome] = {}
+    missing = []
+    for config in unique:
+        record = store.cached(config.run_id)
+        if record is not None:
+            outcomes[config.run_id] = RunOutcome(config.run_id, record.status, cached=True)
+        else:
+            missing.append(config)
+    for stack in group_into_stacks(missing, max_stack):
+        sinks = [StoreSink(store, extra_meta) for _ in stack]
+        statuses = train_stack(stack, sinks, device=device, progress=progress)
+        for config, status in zip(stack, statuses):
+            outcomes[config.run_id] = RunOutcome(config.run_id, status, cached=False)
+    return [outcomes[c.run_id] for c in unique]
