@@ -103,11 +103,14 @@ def train_stack(configs: list[RunConfig], sinks: list[RunSink], device: str | to
     base, k = configs[0], len(configs)
     meta = {"device": device_name(device), "torch_version": torch.__version__, "hostname": platform.node(),
             "stack_size": k}
-    for config, sink in zip(configs, sinks):
-        sink.start(config, meta)
-    statuses = ["running"] * k
+    # "pending" until its sink has started: a stop that lands while the stack's runs are being opened still
+    # finishes every run that was opened.
+    statuses = ["pending"] * k
     try:
-        statuses = _train(configs, sinks, device, progress, should_stop, data)
+        for i, (config, sink) in enumerate(zip(configs, sinks)):
+            sink.start(config, meta)
+            statuses[i] = "running"
+        _train(configs, sinks, statuses, device, progress, should_stop, data)
     except KeyboardInterrupt:
         _finish_open(sinks, statuses, "cancelled", "cancelled by the user")
         raise
@@ -124,7 +127,9 @@ def _finish_open(sinks: list[RunSink], statuses: list[str], status: str, error: 
             statuses[i] = status
 
 
-def _train(configs, sinks, device, progress, should_stop, data) -> list[str]:
+def _train(configs, sinks, statuses, device, progress, should_stop, data) -> None:
+    """The loop behind train_stack. Updates ``statuses`` in place as runs finish, so that an interruption finishes
+    only the runs still open."""
     base, k = configs[0], len(configs)
     data = (data or load_task_data(base)).to(device)
     x, y = data.train.x, data.train.y
@@ -137,7 +142,6 @@ def _train(configs, sinks, device, progress, should_stop, data) -> list[str]:
     active = torch.ones(k, dtype=torch.bool, device=device)
     active_f = active.float()
     diverged_step = torch.full((k,), -1, dtype=torch.long, device=device)
-    statuses = ["running"] * k
     step = 0
     started = time.perf_counter()
 
@@ -201,10 +205,10 @@ def _train(configs, sinks, device, progress, should_stop, data) -> list[str]:
             progress({"epoch": epoch + 1, "epochs": base.epochs, "runs": k,
                       "active": sum(active_host), "run_ids": [c.run_id for c in configs]})
         if not any(active_host):
-            return statuses
+            return
         if should_stop is not None and should_stop():
             _finish_open(sinks, statuses, "cancelled", f"stopped after epoch {epoch}")
-            return statuses
+            return
 
     wall_time = time.perf_counter() - started
     test = None
@@ -219,7 +223,6 @@ def _train(configs, sinks, device, progress, should_stop, data) -> list[str]:
             summary.update({f"test_{name}": _finite_or_none(values[i]) for name, values in test.items()})
         sink.finish("completed", summary=summary, checkpoint=checkpoint_bytes(model, i))
         statuses[i] = "completed"
-    return statuses
 
 
 @dataclass(frozen=True)

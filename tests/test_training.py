@@ -157,7 +157,7 @@ def test_completed_config_is_a_cache_hit(tmp_path):
     second = run_configs([config, config], store, device="cpu")
     assert [o.cached for o in second] == [True]  # duplicates collapse; the cached run trains nothing
     after = store.get(config.run_id)
-    assert after.final_metrics == before.final_metrics and after.n_epochs == 2
+    assert after.final == before.final and after.n_epochs == 2
 
 
 def test_diverged_config_is_cached_too(tmp_path):

@@ -1,0 +1,193 @@
+"""RunStore: the one object the training loop, the CLI and the dashboard hold to reach a store root."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreError, StoreValidationError
+from .layout import Layout, atomic_write_table, check_run_id
+from .reader import Problem, ReaderCache, Snapshot, existing_attempts, store_version, take_snapshot
+from .schema import CACHED_STATUSES
+
+ENV_VAR = "ABLATION_LAB_STORE"
+
+
+def default_store_root() -> Path:
+    """The store root the CLI and the dashboard use when none is given: $ABLATION_LAB_STORE, else ./runs."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else Path.cwd() / "runs"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run's current state (its newest attempt), as the engine and the dashboard see it."""
+
+    run_id: str
+    status: str
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    final: dict[str, float | None]  # metric -> value at the last epoch it was logged (None where not finite)
+    n_epochs: int
+    attempt: int = 1
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    studies: tuple[str, ...] = ()
+    has_checkpoint: bool = False
+    started_at: Any = None
+    ended_at: Any = None
+
+
+@dataclass(frozen=True)
+class RunStore:
+    """A store root. Cheap to create; holds only memo caches (file checks, a DuckDB connection per process).
+
+    ``durable`` fsyncs sealed and compacted files (protection against power loss, not needed against process
+    crashes); ``compact_threshold`` is the number of sealed-but-uncompacted attempts that triggers an automatic
+    compaction at the end of ``finish`` (None: never automatic).
+    """
+
+    root: Path
+    durable: bool = True
+    compact_threshold: int | None = 256
+    cache: ReaderCache = field(default_factory=ReaderCache, repr=False, compare=False)
+    _duck: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
+    # --- writing -------------------------------------------------------------------------------------------------
+    def open_run(self, run_id: str, config: dict, meta: dict, heartbeat_s: float = 5.0):
+        """Start a new attempt of a run; raises RunLockedError / RunAlreadyFinishedError. Returns a RunWriter."""
+        from .writer import open_run
+        return open_run(self, run_id, config, meta, heartbeat_s)
+
+    def add_to_study(self, study: str, run_ids: list[str]) -> None:
+        """Record that these runs belong to a study (a run may belong to several); idempotent."""
+        import pyarrow as pa
+
+        if not isinstance(study, str) or not study.strip() or len(study) > 200 or "\n" in study:
+            raise StoreValidationError(f"study name must be a non-empty single-line string of at most 200 "
+                                       f"characters, got {study!r}")
+        run_ids = [check_run_id(r) for r in run_ids]
+        if not run_ids:
+            return
+        now = int(time.time() * 1_000_000)
+        t = pa.table({"study": [study] * len(run_ids), "run_id": run_ids,
+                      "added_at": pa.array([now] * len(run_ids), pa.timestamp("us", tz="UTC"))})
+        name = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(3)}.parquet"
+        atomic_write_table(self.layout.studies / name, t, self.durable)
+
+    def maybe_compact(self) -> None:
+        """Compact when enough sealed attempts piled up; never fails the caller (the run is already safe)."""
+        if self.compact_threshold is None:
+            return
+        try:
+            n = sum(1 for name in os.listdir(self.layout.sealed) if name.endswith(".run.parquet"))
+        except FileNotFoundError:
+            return
+        if n >= self.compact_threshold:
+            try:
+                self.compact()
+            except (StoreError, OSError) as e:
+                warnings.warn(f"automatic compaction of {self.root} failed ({e}); your runs are safe in their "
+                              "own files. Run `python -m engine check` to see why.", stacklevel=2)
+
+    def compact(self, full: bool = False):
+        from .compaction import compact
+        return compact(self, full)
+
+    def check(self, repair: bool = False):
+        from .check import check
+        return check(self, repair)
+
+    # --- reading -------------------------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        return take_snapshot(self.cache, self.layout)
+
+    def problems(self) -> list[Problem]:
+        """Damaged or leftover files the dashboard should show; each is skipped by queries."""
+        return list(self.snapshot().problems)
+
+    def version(self) -> str:
+        """Changes whenever anything in the store changes; pass it to caches as a key."""
+        return store_version(self.layout)
+
+    def attempts(self, run_id: str) -> dict[int, str]:
+        """attempt number -> status of every attempt of a run."""
+        check_run_id(run_id)
+        return existing_attempts(self.cache, self.layout, run_id)
+
+    def get(self, run_id: str) -> RunRecord | None:
+        """The run's newest attempt, whatever its status, or None when the store has never seen it."""
+        check_run_id(run_id)
+        from engine import queries
+        row = queries.run_row(self, run_id)
+        return None if row is None else _record(row)
+
+    def cached(self, run_id: str) -> RunRecord | None:
+        """The finished result (completed or diverged) the engine may reuse instead of training, else None."""
+        attempts = self.attempts(run_id)
+        if not attempts or attempts[max(attempts)] not in CACHED_STATUSES:
+            return None  # fast path without SQL: most look-ups are misses
+        rec = self.get(run_id)
+        return rec if rec is not None and rec.status in CACHED_STATUSES else None
+
+    def load_checkpoint(self, run_id: str) -> bytes | None:
+        """Checkpoint bytes of the run's newest attempt, or None when it saved none."""
+        attempts = self.attempts(run_id)
+        if not attempts:
+            return None
+        try:
+            return self.layout.checkpoint(run_id, max(attempts)).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    # --- DuckDB ---------------------------------------------------------------------------------------------------
+    def duckdb_cursor(self):
+        """A fresh cursor on this process's in-memory DuckDB database (connecting costs ~10 ms, a cursor ~0)."""
+        import duckdb
+        pid = os.getpid()
+        con = self._duck.get(pid)  # keyed by pid: a DuckDB connection must not cross a fork
+        if con is None:
+            con = duckdb.connect(":memory:")
+            self._duck.clear()
+            self._duck[pid] = con
+        return con.cursor()
+
+
+def _nonfinite(raw: str | None) -> dict[str, float]:
+    if not raw:
+        return {}
+    return {k: float(v) if v != "none" else None for k, v in json.loads(raw).items()}
+
+
+def _record(row: dict[str, Any]) -> RunRecord:
+    summary = json.loads(row.get("summary_json") or "{}")
+    for k, v in _nonfinite(row.get("summary_nonfinite")).items():
+        summary[k] = v if v is not None else None
+    final = {}
+    for k, v in row.items():
+        if k.startswith("final_"):
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                if row.get("stats_" + k[6:]) is None:
+                    continue  # this run never logged the metric (another task's column)
+                v = None
+            final[k[6:]] = v
+    studies = row.get("studies")
+    return RunRecord(run_id=row["run_id"], status=row["status"], config=json.loads(row["config_json"]),
+                     summary=summary, final=final, n_epochs=int(row["n_epochs"]), attempt=int(row["attempt"]),
+                     error=row.get("error"), meta=json.loads(row.get("meta_json") or "{}"),
+                     studies=tuple(studies) if studies is not None else (),
+                     has_checkpoint=bool(row.get("has_checkpoint")), started_at=row.get("started_at"),
+                     ended_at=row.get("ended_at"))
