@@ -47,18 +47,18 @@ class StackedOptimizer:
         self.step_count = 0
         self.state: dict[str, torch.Tensor] = {}
 
-    def set_lr(self, lrs: list[float]) -> None:
+    def set_lr(self, lrs: list[float], active: torch.Tensor | None = None) -> None:
+        """Learning rates of the next steps; ``active`` ((K,) of 1.0 / 0.0) zeroes those of diverged runs."""
         self.lr = torch.tensor(lrs, dtype=self.param.dtype, device=self.param.device).unsqueeze(1)
+        if active is not None:
+            self.lr = self.lr * active.unsqueeze(1)
 
     @torch.no_grad()
-    def step(self, active: torch.Tensor) -> None:
-        """Update the runs where ``active`` ((K,) of 1.0 / 0.0) is 1 from ``grad``; the others keep their values.
-
-        An inactive run's learning rate is 0 for this step. Its state may still change (it only matters while it is
-        active), and a run is inactive only once it has diverged.
-        """
+    def step(self) -> None:
+        """Update every run from ``grad`` with its own learning rate (0 for a run that ``set_lr`` marked inactive:
+        its state may still change, which only matters while it is active, and it is inactive once diverged)."""
         self.step_count += 1
-        getattr(self, f"_{self.kind}")(self.param, self.grad, self.lr * active.unsqueeze(1))
+        getattr(self, f"_{self.kind}")(self.param, self.grad, self.lr)
 
     def _buffer(self, name: str) -> torch.Tensor:
         if name not in self.state:

@@ -140,51 +140,55 @@ def _train(configs, sinks, statuses, device, progress, should_stop, data) -> Non
     clip = torch.tensor([c.grad_clip or float("inf") for c in configs], device=device)
     clipping = any(c.grad_clip for c in configs)
     active = torch.ones(k, dtype=torch.bool, device=device)
-    active_f = active.float()
     diverged_step = torch.full((k,), -1, dtype=torch.long, device=device)
+    # Per-step losses and gradient norms of the epoch, summed and checked for divergence once at its end: the step
+    # itself does no bookkeeping. A run that diverges mid-epoch keeps stepping on NaNs until then, harmlessly: its
+    # slice of every tensor is its own (bmm, grouped convolutions and the elementwise optimizer never mix runs).
+    n_steps = -(-n // base.batch_size)
+    trace_loss = torch.empty(n_steps, k, device=device)
+    trace_norm = torch.empty(n_steps, k, device=device)
+    batch_sizes = torch.full((n_steps, 1), float(base.batch_size), device=device)
+    batch_sizes[-1] = n - base.batch_size * (n_steps - 1)
     step = 0
     started = time.perf_counter()
 
     for epoch in range(base.epochs):
         epoch_start = time.perf_counter()
         lrs = [scheduled_lr(c, epoch) for c in configs]
-        optimizer.set_lr(lrs)
+        active_f = active.float()
+        optimizer.set_lr(lrs, active_f)  # a diverged run gets lr 0 and a zero upstream gradient
         order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)  # (K, N)
-        loss_sum = torch.zeros(k, device=device)
-        grad_norm_sum = torch.zeros(k, device=device)
-        n_steps = 0
-        for start in range(0, n, base.batch_size):
-            idx = order[:, start:start + base.batch_size]  # (K, b)
+        for i in range(n_steps):
+            idx = order[:, i * base.batch_size:(i + 1) * base.batch_size]  # (K, b)
             xb, yb = x[idx], y[idx]  # (K, b, *input_shape), (K, b, ...)
             outs = model(xb)
             losses = per_run_loss(base, outs, yb)
             model.zero_grad()
-            # d(sum of active losses): a diverged run gets a zero upstream gradient and cannot touch the others.
-            losses.backward(active_f)
+            # d(sum of the active runs' losses): each run gets its own gradient. (A plain sum: backward(gradient=...)
+            # makes torch import sympy on first use, 0.35 s per process.)
+            (losses * active_f).sum().backward()
             grad = model.flat_grad
             grad_norm = grad.norm(dim=1)
             if clipping:  # clip_grad_norm_ per run: scale by max_norm / (norm + 1e-6) when that is below 1
                 grad.mul_((clip / (grad_norm + 1e-6)).clamp(max=1.0).unsqueeze(1))
-            # A non-finite loss or gradient norm: the sum is non-finite if either is (one op instead of three).
-            bad = ~torch.isfinite(losses.detach() + grad_norm)
-            diverged_step = torch.where(active & bad, step, diverged_step)
-            active = active & ~bad
-            active_f = active.to(losses.dtype)
-            optimizer.step(active_f)
-            with torch.no_grad():
-                loss_sum += losses.detach() * idx.shape[1]
-                grad_norm_sum += grad_norm
-            step += 1
-            n_steps += 1
+            optimizer.step()
+            trace_loss[i] = losses.detach()
+            trace_norm[i] = grad_norm
 
-        # Parameters can overflow on the last step of an epoch without a non-finite loss yet: check once here.
-        last_bad = active & ~torch.isfinite(model.flat).all(dim=1)
-        diverged_step = torch.where(last_bad, step - 1, diverged_step)
-        active = active & ~last_bad
-        active_f = active.to(active_f.dtype)
+        # Divergence: the first step with a non-finite loss or gradient norm; weights that overflowed on the last
+        # step count as that step.
+        bad_steps = ~torch.isfinite(trace_loss + trace_norm)  # (S, K)
+        bad_weights = ~torch.isfinite(model.flat).all(dim=1)
+        first_bad = torch.where(bad_steps.any(0), bad_steps.float().argmax(0), n_steps - 1)
+        newly = active & (bad_steps.any(0) | bad_weights)
+        diverged_step = torch.where(newly, step + first_bad, diverged_step)
+        active = active & ~newly
+        step += n_steps
+        loss_sum = (trace_loss * batch_sizes).sum(0)
+        grad_norm_mean = trace_norm.mean(0)
         val = evaluate(model, base, data.val.x, data.val.y)
         # One synchronisation per epoch: everything to the host at once.
-        columns = {"train_loss": loss_sum / n, "grad_norm": grad_norm_sum / n_steps,
+        columns = {"train_loss": loss_sum / n, "grad_norm": grad_norm_mean,
                    **{f"val_{m}": v for m, v in val.items()}}
         host = {name: value.tolist() for name, value in columns.items()}
         active_host, diverged_host = active.tolist(), diverged_step.tolist()
