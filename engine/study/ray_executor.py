@@ -1,0 +1,133 @@
+"""``--executor ray``: the study's stacks as Ray tasks; results are written to the store here, by the driver.
+
+Each task trains one stack into ``MemorySink``s and returns them (epochs, status, summary, checkpoint bytes); the
+driver replays each into the store (``engine.sinks.replay``), so Ray workers need no shared filesystem and no store.
+When this process connects (``ray.init``), the ``engine`` package travels with the job (``py_modules``), so the
+cluster's nodes need only torch and the data dependencies installed. If Ray is already initialised (a notebook, a
+test), that session is used as it is.
+
+At most one task per cluster CPU is in flight (longest first, as the local executor), so Ctrl-C knows which stacks
+were running: those are cancelled in Ray and recorded as ``cancelled``; the ones not yet submitted never started.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.config import RunConfig
+
+
+def _train_stack_task(config_dicts: list[dict], device: str) -> list[dict[str, Any]]:
+    """Runs on a Ray worker: train one stack in memory; return every run as plain data."""
+    import torch
+
+    from engine.sinks import MemorySink
+    from engine.train import train_stack
+    torch.set_num_threads(1)
+    configs = [RunConfig.from_dict(d) for d in config_dicts]
+    sinks = [MemorySink() for _ in configs]
+    error = None
+    try:
+        train_stack(configs, sinks, device=device)
+    except Exception as exc:  # train_stack finished the open runs as failed; send them back with the reason
+        error = f"{type(exc).__name__}: {exc}"
+    out = []
+    for config, s in zip(configs, sinks):
+        status = s.status if s.status not in ("pending", "running") else "failed"
+        out.append({"config": config.to_dict(), "meta": {**s.meta, "executor": "ray"}, "epochs": s.epochs,
+                    "status": status, "summary": s.summary, "checkpoint": s.checkpoint,
+                    "error": s.error or (error if status == "failed" else None)})
+    return out
+
+
+def _connect(address: str | None) -> None:
+    import ray
+    if ray.is_initialized():
+        return
+    engine_dir = str(Path(__file__).resolve().parents[1])
+    ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+             runtime_env={"py_modules": [engine_dir], "excludes": ["__pycache__", "*.pyc"]})
+
+
+def _write(store, run: dict[str, Any], extra_meta: dict[str, Any]) -> dict[str, Any]:
+    """Replay one returned run into the store; returns its outcome."""
+    from engine.sinks import MemorySink, replay
+    from engine.study.executor import StudySink
+    memory = MemorySink(config=RunConfig.from_dict(run["config"]), meta=run["meta"], epochs=run["epochs"],
+                        status=run["status"], summary=run["summary"], checkpoint=run["checkpoint"],
+                        error=run["error"])
+    sink = StudySink(store, extra_meta)
+    replay(memory, sink)
+    return sink.outcome()
+
+
+def _record_without_result(store, configs: list[RunConfig], status: str, error: str,
+                           extra_meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Runs whose task produced no result (cancelled, or lost with its node): record why, so they are retried."""
+    from engine.study.executor import StudySink
+    out = []
+    for config in configs:
+        sink = StudySink(store, {**extra_meta, "executor": "ray"})
+        sink.start(config, {"device": "ray", "stack_size": len(configs)})
+        sink.finish(status, error=error)
+        out.append(sink.outcome())
+    return out
+
+
+def run_stacks_ray(stacks: list[list[RunConfig]], store, device: str, address: str | None,
+                   extra_meta: dict[str, Any], bar, outcomes: dict[str, dict[str, Any]],
+                   workers: int | None = None) -> tuple[bool, int]:
+    """Train the stacks on Ray; fills ``outcomes``; returns (stopped by Ctrl-C, tasks in flight at most)."""
+    import ray
+
+    _connect(address)
+    cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
+    limit = workers or cpus
+    options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}
+    if device.startswith("cuda"):
+        options = {"num_cpus": 1, "num_gpus": 1, "max_retries": 0}
+    remote = ray.remote(**options)(_train_stack_task)
+    pending = list(enumerate(stacks))
+    in_flight: dict[Any, int] = {}
+    try:
+        while pending or in_flight:
+            while pending and len(in_flight) < limit:
+                tid, stack = pending.pop(0)
+                in_flight[remote.remote([c.to_dict() for c in stack], device)] = tid
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+            for ref in done:
+                tid = in_flight.pop(ref)
+                stack = stacks[tid]
+                try:
+                    runs = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    message = f"ray task lost: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    results = _record_without_result(store, stack, "failed", message, extra_meta)
+                else:
+                    results = [_write(store, run, extra_meta) for run in runs]
+                for o in results:
+                    outcomes[o["run_id"]] = o
+                bar.update(len(stack) * stack[0].epochs)
+    except KeyboardInterrupt:
+        import signal
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for ref, tid in in_flight.items():
+                ray.cancel(ref, force=False)
+            deadline = time.monotonic() + 30
+            for ref, tid in in_flight.items():
+                stack = stacks[tid]
+                try:
+                    # A stack that finished anyway is kept; a cancelled one is recorded as cancelled.
+                    runs = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+                    results = [_write(store, run, extra_meta) for run in runs]
+                except Exception:
+                    results = _record_without_result(store, stack, "cancelled", "cancelled by the user",
+                                                     extra_meta)
+                for o in results:
+                    outcomes[o["run_id"]] = o
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return True, limit
+    return False, limit

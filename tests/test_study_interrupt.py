@@ -1,0 +1,93 @@
+"""Ctrl-C stops a study cleanly: SIGINT to `python -m engine study run` mid-study keeps the finished runs, marks the
+running ones cancelled, exits 130; running the same command again trains only the rest."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.store import RunStore
+from engine.study.spec import load_study
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Short runs (1 epoch each, one stack per activation) and one long run; with 2 workers the long one starts first
+# (longest first) and the short ones finish on the other worker while it runs.
+STUDY = """\
+name = "interrupt"
+seeds = [0]
+[base]
+task = "points"
+n_samples = 200
+hidden = [16]
+batch_size = 10
+epochs = 1
+[factors]
+activation = ["tanh", "relu", "sigmoid", "gelu", "silu"]
+[[cells]]
+label = "long"
+n_samples = 3000
+hidden = [64, 64]
+activation = "elu"
+epochs = 60
+"""
+
+
+def run_cli(path: Path, store: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "engine", "study", "run", str(path), "--store", str(store),
+                             "--workers", "2", "--quiet"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.timeout(240)
+def test_sigint_keeps_finished_runs_cancels_running_ones_and_restart_completes(tmp_path):
+    path = tmp_path / "interrupt.toml"
+    path.write_text(STUDY)
+    spec = load_study(path)
+    store_root = tmp_path / "store"
+    store = RunStore(store_root)
+    short = [c.run_id for c in spec.runs if c.grid == "main"]
+    long = [c.run_id for c in spec.runs if c.grid == "long"]
+    assert len(short) == 5 and len(long) == 1
+
+    proc = run_cli(path, store_root)
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        done = sum(1 for r in short if store.attempts(r).get(1) == "completed")
+        running = all(store.attempts(r).get(1) == "running" for r in long)
+        if done == len(short) and running:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("the study did not reach the state to interrupt")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in out and "status: cancelled 1, completed 5" in out
+
+    finished = {r: store.get(r) for r in short}
+    assert all(rec.status == "completed" and rec.attempt == 1 for rec in finished.values())
+    for r in long:
+        rec = store.get(r)
+        assert rec.status == "cancelled" and rec.n_epochs < 60, (rec.status, rec.n_epochs)
+
+    # Restart: only the cancelled runs train again (a new attempt); the finished ones are untouched.
+    before = {r: (rec.attempt, rec.ended_at) for r, rec in finished.items()}
+    proc = run_cli(path, store_root)
+    out, err = proc.communicate(timeout=200)
+    assert proc.returncode == 0, (out, err)
+    assert "5 were cached, 1 ran now" in out
+    for r in short:
+        rec = store.get(r)
+        assert (rec.attempt, rec.ended_at) == before[r]
+    for r in long:
+        assert store.attempts(r) == {1: "cancelled", 2: "completed"}
+        assert store.get(r).n_epochs == 60
