@@ -1,0 +1,83 @@
+"""Ablation Lab's dashboard: `streamlit run dashboard.py` (or `make run`). This file is the router and the
+Overview page; the other pages live in pages/, shared pieces in ui/, everything else in engine/."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui import charts, data, demo
+from ui.page import show_problems
+from ui.state import get_store, guard, store_root, store_version
+
+RECENT = 15
+
+
+def overview() -> None:
+    st.title("Ablation Lab")
+    root, version = store_root(), store_version()
+    st.caption(f"Run store: `{root}`")
+    with guard("reading the store"):
+        runs = data.runs(version, root)
+        counts = data.status_counts(version, root)
+        studies = data.study_progress(version, root)
+    show_problems(data.problems(runs))
+
+    if runs.empty:
+        st.info("The store has no runs yet. Train some from a terminal (`python -m engine study run "
+                "studies/<file>.toml --quick`, or `python -m engine train --help`), or run the quick demo study "
+                f"here: {demo.describe()}.")
+        if st.button("Run the quick demo study", type="primary", key="run_demo"):
+            with st.spinner("Training the demo study..."), guard("running the demo study"):
+                message = demo.run_demo(get_store())
+            st.success(message + ". Open **Curves** or **Tables** to compare them.")
+            st.rerun()
+        return
+
+    cols = st.columns(5)
+    by_status = dict(zip(counts["status"], counts["n"]))
+    cols[0].metric("runs", f"{len(runs):,}")
+    for col, status in zip(cols[1:], ("completed", "diverged", "running", "failed")):
+        col.metric(status, f"{int(by_status.get(status, 0)):,}")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Runs by status")
+        st.altair_chart(charts.status_bars(counts[counts["n"] > 0]))
+    with right:
+        st.subheader("Tasks")
+        tasks = (runs.groupby(["task", "dataset"], dropna=False).agg(runs=("run_id", "count"))
+                 .reset_index().sort_values("runs", ascending=False))
+        st.dataframe(tasks, hide_index=True)
+
+    st.subheader("Studies")
+    if studies.empty:
+        st.caption("No studies recorded: these runs were trained one by one (`python -m engine train`).")
+    else:
+        st.dataframe(studies, hide_index=True, column_config={
+            "done_fraction": st.column_config.ProgressColumn("complete", format="percent", min_value=0.0,
+                                                             max_value=1.0),
+            "n_runs": "runs", "not_started": "not started"})
+
+    st.subheader("Recent runs")
+    headline = [c for c in ("final_val_accuracy", "final_val_loss", "final_val_mse", "final_val_nll") if c in runs]
+    show = ["run_id", "status", "started_at", "task", "dataset", "activation", "optimizer", "loss", "lr",
+            "n_epochs"] + headline + ["error"]
+    recent = runs.sort_values("started_at", ascending=False, na_position="last").head(RECENT)
+    st.dataframe(recent[[c for c in show if c in recent]], hide_index=True, column_config={
+        c: st.column_config.NumberColumn(c.replace("final_", ""), format="%.4g") for c in headline})
+
+
+LAUNCH = Path(__file__).resolve().parent / "pages" / "5_Launch.py"  # the Launch page (engine/jobs), when present
+
+pages = [
+    st.Page(overview, title="Overview", icon=":material/home:", default=True),
+    *([st.Page("pages/5_Launch.py", title="Launch", icon=":material/rocket_launch:", url_path="launch")]
+      if LAUNCH.exists() else []),
+    st.Page("pages/curves.py", title="Curves", icon=":material/show_chart:"),
+    st.Page("pages/tables.py", title="Tables", icon=":material/table:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/compare:"),
+    st.Page("pages/sql.py", title="SQL", icon=":material/terminal:"),
+]
+st.set_page_config(page_title="Ablation Lab", layout="wide")
+st.navigation(pages).run()

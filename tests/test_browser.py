@@ -1,0 +1,213 @@
+"""End to end in a real headless Chromium (Debian's `chromium`, driven by Playwright): the dashboard served by
+`streamlit run` on a seeded store. Screenshots of every page go to test-artifacts/ for reviewers.
+
+Needs /usr/bin/chromium (`make browser` installs it); there is no network, so Chromium runs with everything that
+phones home switched off and a fresh profile.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pytest
+
+pytest_plugins = ["tests.dashboard_fixtures"]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("ABLATION_LAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+TIMEOUT_MS = 60_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(seeded_store, tmp_path_factory):
+    """`streamlit run dashboard.py` on a free local port, pointed at the seeded store."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = {**os.environ, "ABLATION_LAB_STORE": str(seeded_store.root), "PYTHONPATH": str(REPO)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"streamlit did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run `make browser` (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, accept_downloads=True,
+            viewport={"width": 1500, "height": 1100})
+        yield context
+        context.close()
+
+
+@pytest.fixture()
+def page(browser):
+    pg = browser.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    yield pg
+    pg.close()
+
+
+def settle(pg) -> None:
+    """Wait until the script run is over (the status widget is gone) and the charts have drawn."""
+    pg.wait_for_selector('[data-testid="stApp"]')
+    pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS)
+    pg.wait_for_timeout(600)
+
+
+def shot(pg, artifacts_dir: Path, name: str) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to the content first."""
+    size = pg.viewport_size
+    height = pg.evaluate("() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
+                         " return m ? m.scrollHeight : document.body.scrollHeight; }")
+    pg.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height) + 40, 8000))})
+    pg.wait_for_timeout(800)
+    pg.screenshot(path=str(artifacts_dir / f"{name}.png"), full_page=True)
+    pg.set_viewport_size(size)
+
+
+def no_exception(pg) -> None:
+    assert pg.locator('[data-testid="stException"]').count() == 0, pg.locator(
+        '[data-testid="stException"]').first.inner_text()
+    # The page ran under dashboard.py's router (st.navigation), even when it was this server's first visit and a
+    # deep link: the menu lists the Overview, not the pages/ folder's file names.
+    nav = pg.locator('[data-testid="stSidebarNav"]')
+    assert nav.get_by_text("Overview", exact=True).count() == 1, nav.inner_text()
+    assert nav.get_by_text("dashboard", exact=True).count() == 0
+
+
+def test_overview(server, page, artifacts_dir, seeded_store):
+    page.goto(server)
+    page.get_by_text("Runs by status").wait_for()
+    settle(page)
+    no_exception(page)
+    assert page.get_by_text("ablation").first.is_visible()
+    shot(page, artifacts_dir, "1-overview")
+
+
+def test_curves_filter_to_a_study_and_group_over_seeds(server, page, artifacts_dir):
+    page.goto(f"{server}/curves?group=0&color=activation&dash=optimizer")
+    page.get_by_text("Filter runs").wait_for()
+    settle(page)
+    # Filter to the study with the sidebar's study filter.
+    page.get_by_role("combobox", name="study", exact=True).click()
+    page.get_by_role("option", name="ablation").click()
+    page.keyboard.press("Escape")
+    page.get_by_text("12 of").wait_for()
+    settle(page)
+    # Group over seeds.
+    page.get_by_text("Group over seeds").click()
+    page.get_by_text(re.compile(r"4 groups over 12 runs")).wait_for()
+    settle(page)
+    no_exception(page)
+    chart = page.locator('[data-testid="stVegaLiteChart"]').first
+    chart.wait_for()
+    assert chart.locator("canvas, svg").count() > 0
+    assert "f.study=ablation" in page.url and "group" not in page.url.split("?")[1].replace("group=0", "")
+    shot(page, artifacts_dir, "2-curves")
+
+
+def test_tables_csv_download_matches_the_store(server, page, artifacts_dir, seeded_store, tmp_path):
+    page.goto(f"{server}/tables?f.study=ablation&metric=val_accuracy&row=activation&col=optimizer&pct=0&dec=5")
+    page.get_by_text("Heatmap").wait_for()
+    settle(page)
+    no_exception(page)
+    with page.expect_download() as info:
+        page.get_by_role("button", name="CSV", exact=True).first.click()
+    path = tmp_path / "table.csv"
+    info.value.save_as(path)
+    rows = list(csv.reader(io.StringIO(path.read_text())))
+    assert rows[0] == ["activation", "adam", "sgd"]
+    table = {r[0]: dict(zip(rows[0][1:], r[1:])) for r in rows[1:]}
+    con = duckdb.connect()
+    for act, opt in [("relu", "adam"), ("tanh", "sgd")]:
+        direct = con.execute(
+            f"SELECT avg(best), count(*) FROM (SELECT run_id, max(val_accuracy) AS best FROM "
+            f"read_parquet('{seeded_store.root}/sealed/*.epochs.parquet', union_by_name = true) "
+            f"WHERE run_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY run_id)",
+            [seeded_store.by_cell[(act, opt)]]).fetchone()
+        m = re.match(r"([\d.]+) ± ([\d.]+) \((\d+)\)", table[act][opt])
+        assert m, table[act][opt]
+        assert float(m.group(1)) == pytest.approx(direct[0], abs=5e-6) and int(m.group(3)) == direct[1]
+    shot(page, artifacts_dir, "3-tables")
+    page.get_by_role("tab", name="Heatmap").click()
+    settle(page)
+    shot(page, artifacts_dir, "3-tables-heatmap")
+
+
+def test_sql_refuses_a_forbidden_query(server, page, artifacts_dir):
+    page.goto(f"{server}/sql")
+    page.get_by_text("Examples").wait_for()
+    settle(page)
+    box = page.locator("textarea").first
+    box.fill("SELECT * FROM read_csv('/etc/passwd')")
+    box.press("Control+Enter")
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("Refused").wait_for()
+    settle(page)
+    no_exception(page)
+    assert "root:x:0:0" not in page.content()
+    shot(page, artifacts_dir, "5-sql-refused")
+    # The console still answers a normal query.
+    box.fill("SELECT status, count(*) AS n FROM runs GROUP BY status ORDER BY status")
+    box.press("Control+Enter")
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text(re.compile(r"\d+ rows in \d+ ms")).wait_for()
+    settle(page)
+    no_exception(page)
+    shot(page, artifacts_dir, "6-sql-result")
+
+
+def test_runs_side_by_side(server, page, artifacts_dir, seeded_store):
+    ids = [seeded_store.by_cell[("relu", "adam")][0], seeded_store.mnist_id, seeded_store.colored_id,
+           seeded_store.regression_id]
+    page.goto(f"{server}/runs?" + "&".join(f"runs={r}" for r in ids))
+    page.get_by_text("Task view").wait_for()
+    page.get_by_text("RMSE").wait_for()
+    settle(page)
+    no_exception(page)
+    assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 6
+    shot(page, artifacts_dir, "4-runs")

@@ -1,0 +1,369 @@
+"""Every dashboard page under Streamlit's AppTest, on a seeded store (12-run study, one run of each other task, a
+diverged run, a NaN run, a running run, a damaged file), a one-run store and an empty store: no exception, the
+expected elements, and numbers equal to what the store holds."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pytest
+from streamlit.testing.v1 import AppTest
+
+pytest_plugins = ["tests.dashboard_fixtures"]
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = ["pages/curves.py", "pages/tables.py", "pages/runs.py", "pages/sql.py"]
+
+
+def open_app(page: str | None = None, params: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(REPO / "dashboard.py"), default_timeout=90)
+    for k, v in (params or {}).items():
+        at.query_params[k] = v
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    return at
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def charts(at: AppTest) -> list[tuple[dict, pd.DataFrame]]:
+    """(spec, data) of every Altair chart on the page."""
+    out = []
+    for el in at.get("vega_lite_chart"):
+        spec = json.loads(el.proto.spec)
+        frames = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in el.proto.datasets]
+        out.append((spec, frames[0] if frames else pd.DataFrame()))
+    return out
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "text") for e in at.get(kind)]
+    for exp in at.expander:
+        parts.append(exp.label)
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.fixture(scope="session")
+def one_run_store(tmp_path_factory):
+    from engine.config import RunConfig
+    from engine.store import RunStore
+    from engine.train import run_configs
+    root = tmp_path_factory.mktemp("one-run-store")
+    run_configs([RunConfig(task="points", epochs=2)], RunStore(root, durable=False), device="cpu")
+    return root
+
+
+@pytest.fixture()
+def seeded(seeded_store, use_store):
+    use_store(seeded_store.root)
+    return seeded_store
+
+
+# --- every page, every kind of store ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("page", [None] + PAGES)
+def test_every_page_on_an_empty_store(page, empty_store, use_store):
+    use_store(empty_store)
+    at = open_app(page)
+    no_exception(at)
+    assert "no runs yet" in texts(at)
+
+
+def test_every_page_on_a_missing_store(tmp_path, use_store):
+    use_store(tmp_path / "does-not-exist")
+    for page in [None] + PAGES:
+        no_exception(open_app(page))
+
+
+@pytest.mark.parametrize("page", [None] + PAGES)
+def test_every_page_with_one_run(page, one_run_store, use_store):
+    use_store(one_run_store)
+    at = open_app(page)
+    no_exception(at)
+    if page == "pages/runs.py":
+        assert "Pick at least two runs" in texts(at)
+
+
+@pytest.mark.parametrize("page", [None] + PAGES)
+def test_every_page_on_the_seeded_store_reports_the_damaged_file(page, seeded):
+    at = open_app(page, {"run": "1"} if page == "pages/sql.py" else None)
+    no_exception(at)
+    assert "damaged" in texts(at) or page == "pages/sql.py" and "0badf11e" in "".join(
+        e.value for e in at.get("text"))
+
+
+# --- Overview ------------------------------------------------------------------------------------------------------------
+
+def test_overview_shows_what_is_in_the_store(seeded):
+    at = open_app()
+    no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["runs"] == str(seeded.n_runs)
+    assert metrics["diverged"] == "2" and metrics["running"] == "1"
+    studies = next(df.value for df in at.dataframe if "study" in df.value.columns)
+    row = studies.set_index("study").loc["ablation"]
+    assert row["n_runs"] == 12 and row["completed"] == 12 and row["done_fraction"] == 1.0
+    recent = next(df.value for df in at.dataframe if "run_id" in df.value.columns)
+    assert len(recent) == 15 and {"running", "diverged", "completed"} <= set(recent["status"])
+
+
+def test_overview_offers_the_demo_on_an_empty_store(empty_store, use_store, monkeypatch):
+    from engine.config import RunConfig
+    from ui import demo
+    use_store(empty_store)
+    monkeypatch.setattr(demo, "demo_study_file", lambda: None)
+    monkeypatch.setattr(demo, "builtin_configs", lambda: [RunConfig(task="points", epochs=1, seed=s) for s in (0, 1)])
+    at = open_app()
+    no_exception(at)
+    assert at.button(key="run_demo").label == "Run the quick demo study"
+    at.button(key="run_demo").click().run()
+    no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["runs"] == "2" and metrics["completed"] == "2"
+
+
+# --- Curves ----------------------------------------------------------------------------------------------------------
+
+def test_curves_grouped_over_seeds(seeded):
+    at = open_app("pages/curves.py", {"f.study": "ablation", "metric": "val_loss", "color": "activation",
+                                      "dash": "optimizer"})
+    no_exception(at)
+    (spec, data), = charts(at)
+    lines = data[data["kind"] == "line"]
+    assert lines["series"].nunique() == 4 and (lines["n"] == 3).all()
+    assert set(lines["_activation"]) == {"relu", "tanh"} and set(lines["_optimizer"]) == {"adam", "sgd"}
+    # The mean line is the mean over the three seeds, computed here from the store.
+    ids = seeded.by_cell[("relu", "adam")]
+    con = duckdb.connect()
+    direct = con.execute(f"SELECT epoch, avg(val_loss) FROM read_parquet('{seeded.root}/sealed/*.epochs.parquet', union_by_name = true) "
+                         f"WHERE run_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY epoch ORDER BY epoch",
+                         [ids]).fetchall()
+    relu_adam = lines[(lines["_activation"] == "relu") & (lines["_optimizer"] == "adam")].sort_values("epoch")
+    assert relu_adam["y"].tolist() == pytest.approx([v for _, v in direct])
+    assert (relu_adam["hi"] >= relu_adam["y"]).all() and (relu_adam["lo"] <= relu_adam["y"]).all()
+    layers = json.dumps(spec)
+    assert "strokeDash" in layers and "mark" in layers and "config" in layers  # dash encoding and config tooltip
+    group_table = next(df.value for df in at.dataframe)
+    assert group_table["n"].tolist() == [3, 3, 3, 3]
+
+
+def test_curves_mark_diverged_runs_and_survive_nan(seeded):
+    at = open_app("pages/curves.py", {"f.task": ["regression", "points"], "group": "0", "metric": "val_loss",
+                                      "ema": "0.5", "logy": "1"})
+    no_exception(at)
+    (spec, data), = charts(at)
+    ends = data[data["kind"] == "end"]
+    assert list(ends["run_id"]) == [seeded.diverged_id]
+    assert "cross" in json.dumps(spec)
+    nan_line = data[(data["kind"] == "line") & (data["series"].str.startswith(seeded.nan_id[:8]))]
+    assert len(nan_line) == 2  # epoch 1 is NaN: left out, the line goes on
+    assert "2 diverged" in texts(at) and "1 diverged before logging an epoch" in texts(at)
+
+
+def test_curves_wall_time_facets_and_min_max_band(seeded):
+    at = open_app("pages/curves.py", {"f.study": "ablation", "x": "wall time", "facet": "optimizer",
+                                      "band": "min-max", "metric": "val_accuracy"})
+    no_exception(at)
+    (spec, data), = charts(at)
+    assert "facet" in spec
+    lines = data[data["kind"] == "line"]
+    assert (lines["x"] > 0).all()  # seconds since the run started, not epochs
+
+
+def test_curves_url_state_round_trip(seeded):
+    at = open_app("pages/curves.py", {"f.study": "ablation", "metric": "train_loss"})
+    no_exception(at)
+    assert at.selectbox(key="url_metric").value == "train_loss"
+    assert at.multiselect(key="url_f.study").value == ["ablation"]
+    at.selectbox(key="url_metric").set_value("val_accuracy").run()
+    assert at.query_params["metric"] == ["val_accuracy"] or at.query_params["metric"] == "val_accuracy"
+
+
+# --- Tables ----------------------------------------------------------------------------------------------------------
+
+def direct_best_mean(root: Path, run_ids: list[str], metric: str = "val_accuracy") -> float:
+    """The mean over runs of each run's best (max) value, straight from the store's epoch files."""
+    con = duckdb.connect()
+    return con.execute(f"SELECT avg(best) FROM (SELECT run_id, max({metric}) AS best FROM "
+                       f"read_parquet('{root}/sealed/*.epochs.parquet', union_by_name = true) WHERE run_id IN "
+                       f"(SELECT unnest(?::VARCHAR[])) GROUP BY run_id)", [run_ids]).fetchone()[0]
+
+
+def test_tables_pivot_cell_equals_the_store(seeded):
+    at = open_app("pages/tables.py", {"f.study": "ablation", "metric": "val_accuracy", "stat": "best",
+                                      "row": "activation", "col": "optimizer", "pct": "0", "dec": "5"})
+    no_exception(at)
+    table = next(df.value for df in at.dataframe if df.value.index.name == "activation")
+    assert list(table.index) == ["relu", "tanh"] and list(table.columns) == ["adam", "sgd"]
+    cell = table.loc["relu", "adam"]
+    m = re.match(r"([\d.]+) ± ([\d.]+) \((\d+)\) @([\d.]+)", cell)
+    assert m, cell
+    assert float(m.group(1)) == pytest.approx(direct_best_mean(seeded.root, seeded.by_cell[("relu", "adam")]),
+                                              abs=5e-6)
+    assert int(m.group(3)) == 3
+    # The engine's own pivot agrees.
+    from engine import queries
+    pv = queries.pivot(seeded.store(), "val_accuracy", "activation", "optimizer", "max", "best",
+                       {"run_id": seeded.study_ids})
+    engine_mean = pv[(pv.activation == "relu") & (pv.optimizer == "adam")]["mean"].iloc[0]
+    assert float(m.group(1)) == pytest.approx(engine_mean, abs=5e-6)
+    assert float(m.group(2)) == pytest.approx(pv[(pv.activation == "relu") & (pv.optimizer == "adam")]["std"].iloc[0],
+                                              abs=5e-6)
+    heat = [c for c in charts(at)]
+    assert heat and heat[0][1]["best"].sum() == 1
+
+
+def test_tables_percent_final_and_single_factor(seeded):
+    at = open_app("pages/tables.py", {"f.study": "ablation", "metric": "val_accuracy", "stat": "final",
+                                      "row": "optimizer", "col": "(none)", "epoch": "0"})
+    no_exception(at)
+    table = next(df.value for df in at.dataframe if df.value.index.name == "optimizer")
+    assert list(table.columns) == ["value"]
+    assert re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d \(6\)", table.loc["adam", "value"])  # percent, 2 decimals
+
+
+def test_tables_loss_is_lower_is_better_and_nan_runs_count(seeded):
+    at = open_app("pages/tables.py", {"f.task": "points", "metric": "val_loss", "row": "seed", "col": "(none)"})
+    no_exception(at)
+    assert at.radio(key="url_mode_val_loss").value == "min"
+    at.selectbox(key="url_metric").set_value("val_accuracy").run()
+    assert at.radio(key="url_mode_val_accuracy").value == "max"
+    table = next(df.value for df in at.dataframe if df.value.index.name == "seed")
+    assert "99" in table.index  # the run with a NaN epoch still has a best value
+
+
+def test_tables_bad_url_values_fall_back(seeded):
+    at = open_app("pages/tables.py", {"metric": "no_such_metric", "row": "../../etc", "dec": "x"})
+    no_exception(at)
+
+
+# --- Runs ------------------------------------------------------------------------------------------------------------
+
+def test_runs_side_by_side_task_views(seeded):
+    points = seeded.by_cell[("relu", "adam")][0]
+    ids = [points, seeded.mnist_id, seeded.colored_id, seeded.regression_id]
+    at = open_app("pages/runs.py", {"runs": ids})
+    no_exception(at)
+    assert at.multiselect(key="url_runs").value == ids
+    diff = next(df.value for df in at.dataframe if "task" in df.value.index)
+    assert list(diff.loc["task"]) == ["points", "mnist", "colored_mnist", "regression"]
+    assert "seed" not in diff.index and "val_fraction" not in diff.index  # only what differs
+    specs = [json.dumps(s) for s, _ in charts(at)]
+    assert len(specs) == 1 + 1 + 1 + 2 + 2  # curves, boundary, 1 + 2 confusion matrices, band + calibration
+    labels = [m.label for m in at.metric]
+    assert "val accuracy" in labels and "digit accuracy" in labels and "colour accuracy" in labels
+    assert "RMSE" in labels
+    calib = next(df.value for df in at.dataframe if "nominal" in df.value.columns)
+    assert calib["observed"].between(0, 1).all()
+
+
+def test_runs_without_weights_say_why(seeded):
+    at = open_app("pages/runs.py", {"runs": [seeded.diverged_id, seeded.diverged_early_id, seeded.running_id,
+                                             seeded.nan_id]})
+    no_exception(at)
+    infos = [i.value for i in at.info]
+    assert len(infos) == 4 and all("no checkpoint" in i for i in infos)
+
+
+# --- SQL -------------------------------------------------------------------------------------------------------------
+
+def test_sql_page_runs_a_query(seeded):
+    at = open_app("pages/sql.py", {"q": "SELECT count(*) AS n FROM runs WHERE status = 'completed'", "run": "1"})
+    no_exception(at)
+    result = at.dataframe[0].value
+    assert result["n"].iloc[0] == len(seeded.study_ids) + 4  # + mnist, colored, regression, the NaN run
+
+
+def test_sql_page_refuses_a_forbidden_query(seeded):
+    at = open_app("pages/sql.py")
+    no_exception(at)
+    at.text_area(key="url_q").set_value("SELECT * FROM read_csv('/etc/passwd')")
+    at.button(key="run_sql").click().run()
+    no_exception(at)
+    assert at.error and "Refused" in at.error[0].value and "read_csv" in at.error[0].value
+    assert not at.dataframe
+
+
+# --- downloads: every format carries the table on screen ---------------------------------------------------------------
+
+def test_downloads_carry_exactly_the_table_on_screen(tmp_path):
+    import io
+
+    import openpyxl
+
+    from ui.downloads import table_bytes
+    table = pd.DataFrame({"adam": ["98.67 ± 1.15 (3) @2", "92.22 ± 1.39 (3) @2"],
+                          "sgd": ["87.78 ± 0.39 (3) @2", "–"]}, index=pd.Index(["relu", "tanh"], name="activation"))
+    table.columns.name = "optimizer"
+    best = ("relu", "adam")
+    flat = table.reset_index()
+
+    assert pd.read_csv(io.BytesIO(table_bytes(table, "CSV", best)), dtype=str, keep_default_na=False).equals(flat)
+    assert pd.read_parquet(io.BytesIO(table_bytes(table, "Parquet", best))).equals(flat)
+
+    (tmp_path / "t.xlsx").write_bytes(table_bytes(table, "Excel", best))
+    ws = openpyxl.load_workbook(tmp_path / "t.xlsx").active
+    values = [[c.value for c in row] for row in ws.iter_rows()]
+    assert values[0] == ["activation", "adam", "sgd"] and values[1] == ["relu", *table.loc["relu"]]
+    assert ws["B2"].font.bold and not ws["C2"].font.bold
+
+    md = table_bytes(table, "Markdown", best).decode()
+    assert "**98.67 ± 1.15 (3) @2**" in md and "92.22 ± 1.39 (3) @2" in md and md.count("\n") == 4
+
+    tex = table_bytes(table, "LaTeX", best, caption="best val_accuracy").decode()
+    assert tex.startswith("% best val_accuracy\n\\begin{tabular}{lrr}")
+    assert r"\textbf{98.67 $\pm$ 1.15 (3) @2}" in tex and r"92.22 $\pm$ 1.39 (3) @2" in tex
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and "--" in tex
+    assert r"\multicolumn{2}{c}{optimizer}" in tex
+
+
+def test_latex_escapes_what_latex_would_choke_on():
+    from ui.downloads import latex_escape
+    assert latex_escape("val_accuracy 50% & #1 {x} ~ ^ $ \\") == (
+        r"val\_accuracy 50\% \& \#1 \{x\} \textasciitilde{} \textasciicircum{} \$ \textbackslash{}")
+
+
+# --- shaping (ui/shape.py) -------------------------------------------------------------------------------------------
+
+def synthetic_runs():
+    runs = pd.DataFrame({"run_id": ["a0", "a1", "b0", "b1"], "status": ["completed", "completed", "diverged",
+                                                                         "completed"],
+                         "activation": ["relu", "relu", "tanh", "tanh"], "seed": [0, 1, 0, 1],
+                         "optimizer": ["sgd", "sgd", "adam", "adam"], "momentum": [0.0, 0.0, None, None]})
+    curves = pd.DataFrame({"run_id": ["a0"] * 3 + ["a1"] * 3 + ["b0"] * 2 + ["b1"] * 3,
+                           "epoch": [0, 1, 2, 0, 1, 2, 0, 1, 0, 1, 2],
+                           "time_s": [1.0, 2, 3, 1.5, 2.5, 3.5, 1, 2, 1, 2, 3],
+                           "val_loss": [1.0, 0.5, 0.25, 3.0, 1.5, float("nan"), 2.0, 4.0, 1.0, 1.0, 1.0]})
+    return runs, curves
+
+
+def test_curve_frame_groups_over_seeds_with_nan_and_divergence():
+    from ui.shape import curve_frame
+    runs, curves = synthetic_runs()
+    lines, ends, groups = curve_frame(curves, runs, "val_loss", "epoch", True, "std", 0.0, ["activation"])
+    relu = lines[lines["_activation"] == "relu"].set_index("epoch")
+    assert relu.loc[0, "y"] == 2.0 and relu.loc[0, "n"] == 2 and relu.loc[0, "hi"] == pytest.approx(2 + 2 ** 0.5)
+    assert relu.loc[2, "y"] == 0.25 and relu.loc[2, "n"] == 1  # the NaN is left out, not averaged in
+    assert list(ends["run_id"]) == ["b0"] and ends["epoch"].iloc[0] == 1 and ends["y"].iloc[0] == 4.0
+    assert set(groups["config"]) == {"activation=relu, optimizer=sgd", "activation=tanh, optimizer=adam"}
+    assert groups.set_index("config")["diverged"].to_dict() == {"activation=relu, optimizer=sgd": 0,
+                                                                "activation=tanh, optimizer=adam": 1}
+    minmax, _, _ = curve_frame(curves, runs, "val_loss", "time", True, "min-max", 0.0, [])
+    first = minmax[minmax["series"].str.startswith("activation=relu")].iloc[0]
+    assert (first["lo"], first["hi"], first["x"]) == (1.0, 3.0, 1.25)
+
+
+def test_curve_frame_ema_per_run():
+    from ui.shape import curve_frame
+    runs, curves = synthetic_runs()
+    lines, _, _ = curve_frame(curves, runs, "val_loss", "epoch", False, "std", 0.5, [])
+    a0 = lines[lines["run_id"] == "a0"]["y"].tolist()
+    assert a0[0] == 1.0 and a0[1] == pytest.approx((0.5 * 0.5 + 1.0 * 0.5 * 0.5) / (0.5 + 0.25))
+    assert len(lines[lines["run_id"] == "a1"]) == 2  # the NaN epoch stays out even when smoothed

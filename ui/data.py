@@ -1,0 +1,114 @@
+"""Cached loaders: every frame the pages show comes from one of these, keyed by the store version.
+
+Each takes ``version`` (``ui.state.store_version()``) and the store root as plain arguments: when anything is
+written to the store the version changes and the next call reads afresh; until then reruns and other sessions reuse
+the frame. The engine's errors propagate; pages wrap calls in ``ui.state.guard``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from engine import queries
+from engine.config import FIELD_KINDS
+
+from ui.state import _store
+
+# Config columns of the runs view, in the order RunConfig declares them, plus the derived ones.
+CONFIG_COLUMNS = tuple(FIELD_KINDS) + ("n_hidden", "width")
+LIST_COLUMNS = ("hidden", "channels", "kernel_sizes")
+
+
+def _is_seq(v) -> bool:
+    return isinstance(v, (list, tuple, np.ndarray))
+
+
+def _tuple_or_none(v):
+    return tuple(int(x) for x in v) if _is_seq(v) else None
+
+
+def _tidy_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Python values that hash and compare: list columns become tuples, studies a tuple of names."""
+    df = df.copy()
+    for c in LIST_COLUMNS:
+        if c in df:
+            df[c] = df[c].map(_tuple_or_none).astype(object)
+    if "studies" in df:
+        df["studies"] = df["studies"].map(lambda v: tuple(str(x) for x in v) if _is_seq(v) else ())
+    return df
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def runs(version: str, root: str) -> pd.DataFrame:
+    """Every run (newest attempt), newest first; config columns, status, final_<metric>, studies."""
+    df = queries.list_runs(_store(root))
+    problems = list(df.attrs.get("problems", []))
+    df = _tidy_runs(df)
+    df.attrs["problems"] = problems
+    return df
+
+
+def curves(version: str, root: str, run_ids, metrics: tuple[str, ...]) -> pd.DataFrame:
+    """run_id, epoch, time_s and the metrics' per-epoch values of these runs."""
+    ids = tuple(run_ids)
+    # Hashing 10,000 ids for the cache key costs ~1 s: key by a digest of them instead.
+    digest = hashlib.blake2b("\n".join(ids).encode(), digest_size=16).hexdigest()
+    return _curves(version, root, digest, ids, tuple(metrics))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _curves(version: str, root: str, digest: str, _run_ids: tuple[str, ...], metrics: tuple[str, ...]):
+    df = queries.curves(_store(root), list(_run_ids), list(metrics))
+    return df.drop(columns=[c for c in ("attempt",) if c in df])
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def final_and_best(version: str, root: str, metric: str, mode: str) -> pd.DataFrame:
+    """Per run that logged the metric: final and best value with their epochs, status and config."""
+    return _tidy_runs(queries.final_and_best(_store(root), metric, mode))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def status_counts(version: str, root: str) -> pd.DataFrame:
+    return queries.status_counts(_store(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def study_progress(version: str, root: str) -> pd.DataFrame:
+    return queries.study_progress(_store(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def task_view(root: str, run_id: str, attempt: int, split: str):
+    """The Runs page's task view of one run, from its checkpoint. A finished attempt never changes, so the key is
+    (run id, attempt) rather than the store version. Returns (TaskView | None, error message | None)."""
+    from engine.inspect import InspectError, view_for_checkpoint
+    checkpoint = _store(root).load_checkpoint(run_id)
+    try:
+        return view_for_checkpoint(checkpoint, split, what=f"run {run_id}"), None
+    except InspectError as exc:
+        return None, str(exc)
+
+
+def problems(df: pd.DataFrame) -> list[str]:
+    return list(df.attrs.get("problems", []))
+
+
+def metrics_of(df: pd.DataFrame) -> list[str]:
+    """Metric names that at least one of these runs logged (from their final_<metric> columns)."""
+    out = []
+    for c in df.columns:
+        if c.startswith("final_") and df[c].notna().any():
+            out.append(c[len("final_"):])
+    return sorted(out)
+
+
+def config_of(row: pd.Series) -> dict:
+    try:
+        return json.loads(row["config_json"])
+    except (KeyError, TypeError, ValueError):
+        return {}

@@ -1,0 +1,144 @@
+"""Downloads of exactly the table on screen: CSV, Parquet, Excel, Markdown and LaTeX.
+
+Every format carries the same cells (the same text, the same rounding); only the marking of the best cell follows
+each format's idiom: bold in Markdown (``**``), Excel (a bold font) and LaTeX (``\\textbf``); the CSV and Parquet
+carry the plain table. The LaTeX is a booktabs ``tabular`` that pastes straight into the study's report.
+"""
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import streamlit as st
+
+FORMATS = {  # label -> (extension, mime)
+    "CSV": ("csv", "text/csv"),
+    "Parquet": ("parquet", "application/vnd.apache.parquet"),
+    "Excel": ("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+    "Markdown": ("md", "text/markdown"),
+    "LaTeX": ("tex", "application/x-tex"),
+}
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _flat(table: pd.DataFrame) -> pd.DataFrame:
+    """The index becomes the first column, named after the row factor (what the screen shows at the left)."""
+    name = table.index.name or ""
+    out = table.reset_index()
+    out.columns = [name] + [str(c) for c in table.columns]
+    return out
+
+
+def to_csv(table: pd.DataFrame) -> bytes:
+    return _flat(table).to_csv(index=False).encode("utf-8")
+
+
+def to_parquet(table: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    _flat(table).to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def to_excel(table: pd.DataFrame, best: tuple[str, str] | None = None) -> bytes:
+    from openpyxl.styles import Font
+
+    flat = _flat(table)
+    buf = io.BytesIO()
+    with pd.ExcelWriter(buf, engine="openpyxl") as xl:
+        flat.to_excel(xl, index=False, sheet_name="table")
+        ws = xl.sheets["table"]
+        if best is not None:
+            r = list(table.index).index(best[0]) + 2            # +1 header, +1 for 1-based rows
+            c = list(table.columns).index(best[1]) + 2           # +1 index column, +1 for 1-based columns
+            ws.cell(row=r, column=c).font = Font(bold=True)
+        for col in ws.columns:
+            ws.column_dimensions[col[0].column_letter].width = max(10, max(len(str(v.value or "")) for v in col) + 2)
+    return buf.getvalue()
+
+
+def to_markdown(table: pd.DataFrame, best: tuple[str, str] | None = None) -> bytes:
+    shown = table.copy()
+    if best is not None:
+        shown.loc[best[0], best[1]] = f"**{shown.loc[best[0], best[1]]}**"
+    return (_flat(shown).to_markdown(index=False, disable_numparse=True) + "\n").encode("utf-8")
+
+
+def latex_escape(text: str) -> str:
+    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    return out.replace("±", r"$\pm$").replace("–", "--")
+
+
+def to_latex(table: pd.DataFrame, best: tuple[str, str] | None = None, caption: str | None = None) -> bytes:
+    flat = _flat(table)
+    header = [latex_escape(c) for c in flat.columns]
+    lines = []
+    if caption:
+        lines.append(f"% {caption}")
+    lines += [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule"]
+    if table.columns.name:
+        lines.append(r" & \multicolumn{" + str(len(header) - 1) + r"}{c}{" + latex_escape(table.columns.name)
+                     + r"} \\")
+        lines.append(r"\cmidrule(lr){2-" + str(len(header)) + "}")
+    lines.append(" & ".join(header) + r" \\")
+    lines.append(r"\midrule")
+    for idx, row in zip(table.index, flat.itertuples(index=False)):
+        cells = []
+        for col, value in zip(flat.columns, row):
+            text = latex_escape(value)
+            if best is not None and col == best[1] and str(idx) == best[0] and col != flat.columns[0]:
+                text = r"\textbf{" + text + "}"
+            cells.append(text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def table_bytes(table: pd.DataFrame, fmt: str, best: tuple[str, str] | None = None,
+                caption: str | None = None) -> bytes:
+    ext = FORMATS[fmt][0] if fmt in FORMATS else fmt
+    if ext == "csv":
+        return to_csv(table)
+    if ext == "parquet":
+        return to_parquet(table)
+    if ext == "xlsx":
+        return to_excel(table, best)
+    if ext == "md":
+        return to_markdown(table, best)
+    if ext == "tex":
+        return to_latex(table, best, caption)
+    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def buttons(table: pd.DataFrame, stem: str, key: str, best: tuple[str, str] | None = None,
+            caption: str | None = None, formats: tuple[str, ...] = tuple(FORMATS)) -> None:
+    """One download button per format, in a row."""
+    cols = st.columns(len(formats))
+    for col, fmt in zip(cols, formats):
+        ext, mime = FORMATS[fmt]
+        with col:
+            st.download_button(fmt, table_bytes(table, fmt, best, caption), file_name=f"{stem}.{ext}", mime=mime,
+                               key=f"{key}_{ext}", on_click="ignore", width="stretch")
+
+
+def frame_buttons(frame: pd.DataFrame, stem: str, key: str) -> None:
+    """CSV and Parquet of a plain result frame (the SQL page, the long table of cells)."""
+    cols = st.columns(2)
+    buf = io.BytesIO()
+    safe = frame.copy()
+    for c in safe.columns:  # nested values (lists, structs) as text so both formats can hold them
+        if safe[c].dtype == object and safe[c].map(lambda v: isinstance(v, (list, dict, tuple))).any():
+            safe[c] = safe[c].map(lambda v: v if not isinstance(v, (list, dict, tuple)) else str(v))
+    try:
+        safe.to_parquet(buf, index=False)
+        parquet = buf.getvalue()
+    except Exception:  # a column pyarrow cannot type: CSV still works
+        parquet = None
+    with cols[0]:
+        st.download_button("CSV", safe.to_csv(index=False).encode("utf-8"), file_name=f"{stem}.csv",
+                           mime="text/csv", key=f"{key}_csv", on_click="ignore", width="stretch")
+    with cols[1]:
+        st.download_button("Parquet", parquet or b"", file_name=f"{stem}.parquet",
+                           mime="application/vnd.apache.parquet", key=f"{key}_parquet", on_click="ignore",
+                           disabled=parquet is None, width="stretch")

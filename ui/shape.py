@@ -1,0 +1,203 @@
+"""Pandas shaping for the pages (no Streamlit): curves grouped over seeds, pivot cells, config diffs.
+
+Kept apart from the pages so it is unit-testable and so that every number on screen comes from one place.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ui.data import CONFIG_COLUMNS
+from ui.filters import fmt, fmt_series
+
+LOWER_IS_BETTER = ("loss", "mse", "nll", "grad_norm", "time")
+PERCENT_METRICS = ("accuracy", "within_1std", "within_2std")
+DERIVED = ("n_hidden", "width")
+
+
+def mode_of(metric: str) -> str:
+    """'min' for losses, errors and NLL; 'max' for accuracies and coverage."""
+    return "min" if any(k in metric for k in LOWER_IS_BETTER) else "max"
+
+
+def is_fraction(metric: str) -> bool:
+    return any(metric.endswith(k) for k in PERCENT_METRICS)
+
+
+# --- curves ----------------------------------------------------------------------------------------------------
+
+def label_columns(runs: pd.DataFrame, varying: list[str]) -> list[str]:
+    """The varying columns worth naming in a label: a field that only applies to some runs (momentum is n/a for
+    adam), or is derived from another (n_hidden and width from hidden), and whose value follows from the other
+    fields is left out, so labels read 'optimizer=sgd', not 'optimizer=sgd, momentum=0, nesterov=false'."""
+    keep = list(varying)
+    texts = pd.DataFrame({c: fmt_series(runs[c]) for c in varying}, index=runs.index)
+    for c in reversed(varying):
+        others = [o for o in keep if o != c]
+        conditional = (texts[c] == "(n/a)").any() or c in DERIVED
+        if not others or not conditional:
+            continue
+        if texts.groupby(others)[c].nunique().max() <= 1:
+            keep.remove(c)
+    return keep
+
+
+def config_labels(runs: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """'activation=relu, optimizer=adam' per run (vectorised: thousands of runs)."""
+    if not columns:
+        return pd.Series("all runs", index=runs.index)
+    out = None
+    for c in columns:
+        part = f"{c}=" + fmt_series(runs[c])
+        out = part if out is None else out + ", " + part
+    return out
+
+
+def curve_frame(curves: pd.DataFrame, runs: pd.DataFrame, metric: str, x: str, group: bool, band: str,
+                smoothing: float, factors: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Lines, bands and divergence markers of one metric.
+
+    Returns (lines, ends, groups):
+      lines  one row per (series, epoch): series, x, y, lo, hi, n, config, the factor columns
+      ends   one row per diverged run: its last finite point (series, x, y, run_id, config, ...)
+      groups one row per series: series, config, n runs, runs diverged, last mean value
+    A series is one run, or (group=True) the runs that differ only in seed.
+    """
+    varying = [c for c in CONFIG_COLUMNS if c in runs and fmt_series(runs[c]).nunique() > 1]
+    named = label_columns(runs, [c for c in varying if not group or c != "seed"])
+    meta = pd.DataFrame({"run_id": runs["run_id"], "status": runs["status"],
+                         "config": config_labels(runs, named)}, index=runs.index)
+    meta["series"] = meta["config"] if group else meta["run_id"].str[:8] + " " + meta["config"]
+    factor_cols = [f"_{f}" for f in factors]
+    for f in factors:
+        meta[f"_{f}"] = fmt_series(runs[f])
+    # Work on integer ids: joins and group-bys over 10^5 epoch rows stay cheap.
+    meta["sid"] = pd.factorize(meta["series"])[0]
+    series_info = meta.drop_duplicates("sid").set_index("sid")[["series", "config"] + factor_cols]
+    run_info = meta.set_index("run_id")
+
+    df = curves[["run_id", "epoch", "time_s", metric]]
+    df = df[df["run_id"].isin(run_info.index)].sort_values(["run_id", "epoch"], kind="stable")
+    df = df.assign(sid=df["run_id"].map(run_info["sid"]).to_numpy(),
+                   x=df["epoch"] if x == "epoch" else df["time_s"])
+    if smoothing > 0:
+        smoothed = df.groupby("run_id", sort=False)[metric].ewm(alpha=1.0 - smoothing, ignore_na=True).mean()
+        df["y"] = smoothed.reset_index(level=0, drop=True).where(df[metric].notna())
+    else:
+        df["y"] = df[metric]
+
+    last = df.dropna(subset=["y"]).groupby("run_id", sort=False).tail(1)
+    last = last[last["run_id"].map(run_info["status"]).to_numpy() == "diverged"]
+    ends = last[["run_id", "sid", "x", "y", "epoch"]].join(series_info, on="sid").drop(columns="sid")
+
+    if group:
+        agg = df.groupby(["sid", "epoch"], sort=False).agg(
+            x=("x", "mean"), y=("y", "mean"), std=("y", "std"), lo_mm=("y", "min"), hi_mm=("y", "max"),
+            n=("y", "count")).reset_index()
+        agg = agg[agg["n"] > 0]
+        if band == "min-max":
+            agg["lo"], agg["hi"] = agg["lo_mm"], agg["hi_mm"]
+        else:
+            sd = agg["std"].fillna(0.0)
+            agg["lo"], agg["hi"] = agg["y"] - sd, agg["y"] + sd
+        lines = agg.drop(columns=["std", "lo_mm", "hi_mm"])
+    else:
+        lines = df[["sid", "run_id", "epoch", "x", "y"]].dropna(subset=["y"])
+        lines = lines.assign(lo=lines["y"], hi=lines["y"], n=1)
+    lines = lines.join(series_info, on="sid").drop(columns="sid")
+
+    flags = meta.assign(diverged=meta["status"] == "diverged", running=meta["status"] == "running")
+    counts = flags.groupby("series", sort=False).agg(config=("config", "first"), runs=("run_id", "count"),
+                                                     diverged=("diverged", "sum"), running=("running", "sum"))
+    finals = lines.sort_values("epoch").groupby("series").tail(1).set_index("series")["y"]
+    groups = counts.join(finals.rename(f"last {metric}")).reset_index()
+    return lines.reset_index(drop=True), ends.reset_index(drop=True), groups
+
+
+# --- tables ----------------------------------------------------------------------------------------------------
+
+def pivot_cells(fab: pd.DataFrame, row: str, col: str | None, stat: str, mode: str) -> pd.DataFrame:
+    """Per (row, col) cell over the runs of final_and_best: mean, sample std, n of the chosen value (final or best)
+    and the mean epoch at which it was reached; ``best`` marks the best cell by mean."""
+    value, epoch = ("best", "best_epoch") if stat == "best" else ("final", "final_epoch")
+    keys = [row] + ([col] if col else [])
+    df = fab.copy()
+    for k in keys:
+        df[k] = fmt_series(df[k])
+    g = df.groupby(keys, sort=False)
+    cells = g.agg(mean=(value, "mean"), std=(value, "std"), n=(value, "count"),
+                  epoch=(epoch, "mean"), runs=("run_id", "count")).reset_index()
+    cells["n"] = cells["n"].astype(int)
+    cells = _sort_cells(cells, fab, keys)
+    cells["best"] = False
+    scored = cells["mean"].dropna()
+    if len(scored):
+        best = scored.idxmin() if mode == "min" else scored.idxmax()
+        cells.loc[best, "best"] = True
+    return cells.reset_index(drop=True)
+
+
+def _sort_cells(cells: pd.DataFrame, fab: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    orders = []
+    for k in keys:
+        raw = fab[k].dropna()
+        try:
+            ordered = [fmt(v) for v in sorted(set(raw))]
+        except TypeError:
+            ordered = sorted(set(fmt_series(raw)))
+        ordered = list(dict.fromkeys(ordered + sorted(set(cells[k]) - set(ordered))))
+        orders.append({v: i for i, v in enumerate(ordered)})
+    rank = [cells[k].map(o) for k, o in zip(keys, orders)]
+    return cells.assign(**{f"_r{i}": r for i, r in enumerate(rank)}).sort_values(
+        [f"_r{i}" for i in range(len(keys))]).drop(columns=[f"_r{i}" for i in range(len(keys))])
+
+
+def format_cell(mean: float, std: float, n: int, epoch: float, percent: bool, decimals: int,
+                show_epoch: bool) -> str:
+    if n == 0 or mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a (0)"
+    scale = 100.0 if percent else 1.0
+    text = f"{mean * scale:.{decimals}f}"
+    text += f" ± {std * scale:.{decimals}f}" if std is not None and not np.isnan(std) else " ± –"
+    text += f" ({n})"
+    if show_epoch and epoch is not None and not np.isnan(epoch):
+        text += f" @{epoch:.0f}" if float(epoch).is_integer() else f" @{epoch:.1f}"
+    return text
+
+
+def display_table(cells: pd.DataFrame, row: str, col: str | None, percent: bool, decimals: int,
+                  show_epoch: bool) -> tuple[pd.DataFrame, tuple[str, str] | None]:
+    """The table exactly as shown and downloaded: row factor values down, column factor values across, each cell
+    'mean ± std (n) @epoch'. Returns it with the (row label, column label) of the best cell."""
+    texts = cells.apply(lambda r: format_cell(r["mean"], r["std"], int(r["n"]), r["epoch"], percent, decimals,
+                                              show_epoch), axis=1)
+    c = cells.assign(text=texts)
+    value_col = col if col else "value"
+    if not col:
+        c = c.assign(value="value")
+    rows = list(dict.fromkeys(c[row]))
+    cols = list(dict.fromkeys(c[value_col]))
+    table = c.pivot(index=row, columns=value_col, values="text").reindex(index=rows, columns=cols)
+    table = table.fillna("–")
+    table.index = table.index.astype(str)
+    table.columns = [str(x) for x in table.columns]
+    table.index.name = row
+    table.columns.name = col
+    best = None
+    hit = c[c["best"]]
+    if len(hit):
+        best = (str(hit.iloc[0][row]), str(hit.iloc[0][value_col]))
+    return table, best
+
+
+# --- runs side by side -------------------------------------------------------------------------------------------
+
+def config_diff(runs: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """Config fields (rows) that differ between the runs (columns); an empty frame when all agree."""
+    cols = [c for c in CONFIG_COLUMNS if c in runs]
+    table = runs[cols].T.map(fmt)
+    table.columns = labels
+    differs = table.nunique(axis=1) > 1
+    return table[differs]

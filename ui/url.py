@@ -1,0 +1,105 @@
+"""Widgets whose value lives in the URL (``st.query_params``), so that a link reproduces a view.
+
+Each helper reads its initial value from the URL (ignoring values that are not valid options), draws the widget,
+and writes the chosen value back; a value equal to the default is removed from the URL to keep links short.
+Keys are short and stable: they are part of the links users share.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import streamlit as st
+
+
+def get_all(key: str) -> list[str]:
+    return list(st.query_params.get_all(key))
+
+
+def get(key: str, default: str | None = None) -> str | None:
+    values = get_all(key)
+    return values[-1] if values else default
+
+
+def put(key: str, value: Any, default: Any = None) -> None:
+    """Write a value (str, number, bool or list of those) to the URL, or remove it when it equals the default."""
+    if value is None or value == default or (isinstance(value, (list, tuple)) and not value):
+        if key in st.query_params:
+            del st.query_params[key]
+        return
+    if isinstance(value, bool):
+        new: str | list[str] = "1" if value else "0"
+    elif isinstance(value, (list, tuple)):
+        new = [str(v) for v in value]
+    else:
+        new = str(value)
+    current = get_all(key)
+    if (current if isinstance(new, list) else (current[-1] if current else None)) != new:
+        st.query_params[key] = new
+
+
+def selectbox(label: str, options: Sequence[Any], key: str, default: Any = None,
+              format_func: Callable[[Any], str] = str, to_url: Callable[[Any], str] = str, **kw: Any) -> Any:
+    options = list(options)
+    if not options:
+        return None
+    by_url = {to_url(o): o for o in options}
+    chosen = by_url.get(get(key, ""), default if default in options else options[0])
+    value = st.selectbox(label, options, index=options.index(chosen), format_func=format_func, key=f"url_{key}",
+                         **kw)
+    put(key, None if value is None else to_url(value), None if default is None else to_url(default))
+    return value
+
+
+def radio(label: str, options: Sequence[Any], key: str, default: Any = None,
+          format_func: Callable[[Any], str] = str, widget_key: str | None = None, **kw: Any) -> Any:
+    """``widget_key`` (default ``url_<key>``): give it a part that changes when the default should apply afresh."""
+    options = list(options)
+    by_url = {str(o): o for o in options}
+    chosen = by_url.get(get(key, ""), default if default in options else options[0])
+    value = st.radio(label, options, index=options.index(chosen), format_func=format_func,
+                     key=widget_key or f"url_{key}", horizontal=True, **kw)
+    put(key, str(value), str(default if default in options else options[0]))
+    return value
+
+
+def multiselect(label: str, options: Sequence[Any], key: str, default: Sequence[Any] = (),
+                format_func: Callable[[Any], str] = str, to_url: Callable[[Any], str] = str,
+                max_selections: int | None = None, **kw: Any) -> list[Any]:
+    options = list(options)
+    by_url = {to_url(o): o for o in options}
+    in_url = get_all(key)
+    chosen = [by_url[v] for v in in_url if v in by_url] if in_url else [d for d in default if d in options]
+    if max_selections:
+        chosen = chosen[:max_selections]
+    value = st.multiselect(label, options, default=chosen, format_func=format_func, key=f"url_{key}",
+                           max_selections=max_selections, **kw)
+    put(key, [to_url(v) for v in value], [to_url(d) for d in default if d in options])
+    return value
+
+
+def toggle(label: str, key: str, default: bool = False, **kw: Any) -> bool:
+    raw = get(key)
+    initial = default if raw not in ("0", "1") else raw == "1"
+    value = st.toggle(label, value=initial, key=f"url_{key}", **kw)
+    put(key, bool(value), bool(default))
+    return value
+
+
+def slider(label: str, key: str, min_value: float, max_value: float, default: float, step: float,
+           **kw: Any) -> float:
+    try:
+        initial = float(get(key, str(default)))
+    except ValueError:
+        initial = default
+    initial = min(max(initial, min_value), max_value)
+    value = st.slider(label, min_value=min_value, max_value=max_value, value=initial, step=step, key=f"url_{key}",
+                      **kw)
+    put(key, round(float(value), 6), default)
+    return value
+
+
+def text_area(label: str, key: str, default: str = "", **kw: Any) -> str:
+    value = st.text_area(label, value=get(key, default), key=f"url_{key}", **kw)
+    put(key, value, default)
+    return value
