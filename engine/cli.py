@@ -89,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run_id: {config.run_id}")
     print(f"status: {outcome.status}{' (cached: nothing trained)' if outcome.cached else ''}")
     if record is not None:
-        for name, value in sorted({**record.final_metrics, **record.summary}.items()):
+        for name, value in sorted({**record.final, **record.summary}.items()):
             print(f"{name}: {value:.6g}" if isinstance(value, float) else f"{name}: {value}")
     return 0 if outcome.status in ("completed", "diverged") else 1
 
@@ -97,6 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from engine.store.cli import add_store_commands
     from engine.tasks.download import add_data_commands
+    from engine.study.cli import add_study_commands
+    from engine.jobs.cli import add_job_commands
 
     parser = argparse.ArgumentParser(prog="python -m engine", description="Ablation Lab: train, store and query runs.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_store_commands(commands)
     add_data_commands(commands)
+    add_study_commands(commands)
+    add_job_commands(commands)
     return parser
 
 

@@ -1,0 +1,174 @@
+"""``python -m engine jobs ...``: the job queue from a terminal (the dashboard's Launch page uses the same queue).
+
+    python -m engine jobs ls [--all]                 queued and running jobs (--all: finished ones too)
+    python -m engine jobs show JOB                   one job's record as JSON
+    python -m engine jobs submit --config run.toml   queue one run   (or --study FILE [--quick] for a study)
+    python -m engine jobs cancel JOB | requeue JOB
+    python -m engine jobs worker [--max-running N]   run the supervisor in the foreground (one per store)
+    python -m engine jobs machine                    what this machine can train on
+
+engine/cli.py's build_parser() calls ``add_job_commands(subparsers)``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _store_root(args: argparse.Namespace) -> str:
+    from engine.store import default_store_root
+    return str(args.store or default_store_root())
+
+
+def _queue(args: argparse.Namespace):
+    from .queue import JobQueue
+    return JobQueue(_store_root(args))
+
+
+def _line(job) -> str:
+    pct = f"{100 * job.fraction:3.0f}%"
+    return f"{job.id}  {job.state:<11} {pct}  {job.label}" + (f"  ({job.error})" if job.error else "")
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .queue import ACTIVE_STATES
+    queue = _queue(args)
+    jobs = queue.jobs(None if args.all else ACTIVE_STATES)
+    sup = queue.supervisor()
+    print(f"supervisor: {'pid ' + str(sup.get('pid')) if sup else 'not running'}", file=sys.stderr)
+    for job in jobs:
+        print(_line(job))
+    if not jobs:
+        print("no jobs" + ("" if args.all else " queued or running (--all shows finished ones)"), file=sys.stderr)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    print(json.dumps(_queue(args).require(args.job).to_dict(), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from engine.config import RunConfig
+
+    from .worker import ensure_supervisor
+    if bool(args.config) == bool(args.study):
+        print("error: give --config FILE (one run) or --study FILE (a study)", file=sys.stderr)
+        return 2
+    queue = _queue(args)
+    if args.config:
+        submitted = queue.submit("run", [RunConfig.from_toml(args.config)], device=args.device,
+                                 timeout_s=args.timeout_s, client_token=args.token)
+    else:
+        from engine.study.spec import load_study
+        spec = load_study(args.study, quick=args.quick)
+        submitted = queue.submit("study", spec.configs(), study=spec.study_name, device=args.device,
+                                 timeout_s=args.timeout_s, client_token=args.token)
+    job = submitted.job
+    print(f"{'queued' if submitted.created else 'already submitted'}: {_line(job)}")
+    if not args.no_worker:
+        ensure_supervisor(queue.root)
+    if args.wait:
+        while job.active:
+            time.sleep(1.0)
+            job = queue.require(job.id)
+            print(f"\r{_line(job)}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+        return 0 if job.state == "completed" else 1
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    print(_line(_queue(args).cancel(args.job)))
+    return 0
+
+
+def cmd_requeue(args: argparse.Namespace) -> int:
+    from .worker import ensure_supervisor
+    queue = _queue(args)
+    print(_line(queue.requeue(args.job)))
+    ensure_supervisor(queue.root)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import run_supervisor
+    return run_supervisor(args, _store_root(args))
+
+
+def cmd_machine(args: argparse.Namespace) -> int:
+    from .device import machine_info
+    from .limits import default_max_running, load_limits
+    info = machine_info()
+    print("\n".join(info.describe()))
+    running = default_max_running(len(info.cuda), info.mps, info.cpu_cores)
+    limits = load_limits(probe=False, max_running=None)
+    print(f"default: {running} job(s) at once, {limits.max_queued} queued at most, {limits.timeout_s:g} s "
+          "wall-clock limit per job (see engine/jobs/limits.py for the environment variables)")
+    return 0
+
+
+def _guard(fn):
+    def handler(args: argparse.Namespace) -> int:
+        from engine.errors import is_user_error
+        try:
+            return fn(args)
+        except Exception as exc:
+            if is_user_error(exc):
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            raise
+    return handler
+
+
+def add_job_commands(commands) -> None:
+    from .worker import add_worker_flags
+
+    jobs = commands.add_parser("jobs", help="the job queue the dashboard launches into: ls, submit, cancel, worker",
+                               description="Queue runs and studies for the store's supervisor process, which trains "
+                                           "them outside any terminal or dashboard session.")
+    sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+
+    def store_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--store", default=None, help="run store folder [default: $ABLATION_LAB_STORE, else runs/]")
+
+    p = sub.add_parser("ls", help="queued and running jobs")
+    p.add_argument("--all", action="store_true", help="finished jobs too")
+    store_flag(p)
+    p.set_defaults(func=_guard(cmd_ls))
+
+    p = sub.add_parser("show", help="one job's record as JSON")
+    p.add_argument("job")
+    store_flag(p)
+    p.set_defaults(func=_guard(cmd_show))
+
+    p = sub.add_parser("submit", help="queue one run (--config) or a study (--study)")
+    p.add_argument("--config", help="TOML file with config fields")
+    p.add_argument("--study", help="study spec TOML file")
+    p.add_argument("--quick", action="store_true", help="the study's [quick] variant")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--timeout-s", type=float, default=None, help="wall-clock limit of the job in seconds "
+                                                                 "[default: $ABLATION_LAB_JOB_TIMEOUT_S, else 6 h]")
+    p.add_argument("--token", default=None, help="idempotency token: the same submission with the same token "
+                                                 "queues once")
+    p.add_argument("--wait", action="store_true", help="wait until the job ends; exit 0 when it completed")
+    p.add_argument("--no-worker", action="store_true", help="do not start the supervisor")
+    store_flag(p)
+    p.set_defaults(func=_guard(cmd_submit))
+
+    for name, fn, text in (("cancel", cmd_cancel, "cancel a queued or running job"),
+                           ("requeue", cmd_requeue, "queue an interrupted, failed, cancelled or timed-out job again")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("job")
+        store_flag(p)
+        p.set_defaults(func=_guard(fn))
+
+    p = sub.add_parser("worker", help="run the store's supervisor in the foreground")
+    add_worker_flags(p)
+    store_flag(p)
+    p.set_defaults(func=_guard(cmd_worker))
+
+    p = sub.add_parser("machine", help="what this machine can train on, and the default limits")
+    p.set_defaults(func=_guard(cmd_machine))

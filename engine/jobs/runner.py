@@ -1,0 +1,230 @@
+"""The process that executes one job: ``python -m engine.jobs.runner --store DIR --job ID --attempt N``.
+
+The supervisor (worker.py) starts it in its own process group, so stopping it (cancel, wall-clock limit) kills the
+whole group and leaves nothing behind. Here:
+
+* SIGTERM becomes KeyboardInterrupt, so ``train_stack`` ends its open runs as ``cancelled`` in the store before the
+  process exits (finished runs are already sealed there);
+* the process dies with its supervisor (PR_SET_PDEATHSIG on Linux, a parent watchdog elsewhere): a supervisor killed
+  with -9 leaves no orphan training on, and its open runs become ``interrupted`` in the store;
+* progress (run-epochs done / total) and each run's outcome go into the job record as training goes;
+* training follows engine.train.run_configs (cached runs are skipped, the rest train in stacks through
+  ``train_stack``) with sinks of its own (JobSink), so that a stop landing anywhere, even between opening a stack's
+  runs and the training loop, still records those runs as cancelled.
+
+The supervisor decides the job's final state from the exit code and from why it stopped the process.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_STALE = 3     # the job is not ours to run (not running, or another attempt): nothing done
+EXIT_STOPPED = 130  # stopped by SIGTERM (cancel, wall-clock limit, supervisor shutdown)
+
+PROGRESS_EVERY_S = 0.3
+
+
+def _raise_interrupt(signum, frame) -> None:
+    # Once: later SIGTERMs must not interrupt the writes that record the open runs as cancelled (the supervisor
+    # sends SIGKILL after its grace period anyway).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Never outlive the supervisor that started us."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(EXIT_STALE)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+class Reporter:
+    """Writes progress into the job record, at most every PROGRESS_EVERY_S unless forced; only while the record
+    still says this attempt of the job is running (a stale process never overwrites a newer attempt)."""
+
+    def __init__(self, queue, job_id: str, attempt: int) -> None:
+        self.queue, self.job_id, self.attempt = queue, job_id, attempt
+        self.last = 0.0
+
+    def __call__(self, force: bool = False, **values) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        from dataclasses import replace
+
+        def change(job):
+            if job.state != "running" or job.attempts != self.attempt:
+                return None
+            return replace(job, **values)
+        self.queue.update(self.job_id, change, durable=force)
+
+
+class JobSink:
+    """A store sink that a stop can never leave open: opening the run is shielded from SIGTERM (so the writer is
+    either not created or known to us), and ``close`` finishes a run that the training loop did not, wherever the
+    KeyboardInterrupt landed (between opening the stack's runs and train_stack's try, say). A run that another
+    process finished meanwhile is not written twice."""
+
+    def __init__(self, store, extra_meta: dict) -> None:
+        self.store, self.extra_meta = store, extra_meta
+        self.writer = None
+        self.skipped: str | None = None
+
+    def start(self, config, meta: dict) -> None:
+        from engine.store import RunAlreadyFinishedError
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            self.writer = self.store.open_run(config.run_id, config.to_dict(), {**meta, **self.extra_meta})
+        except RunAlreadyFinishedError:
+            self.skipped = "cached"  # finished by another process since we looked: nothing to write
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def log_epoch(self, epoch: int, metrics: dict) -> None:
+        if self.writer is not None:
+            self.writer.log_epoch(epoch, metrics)
+
+    def finish(self, status: str, summary=None, checkpoint=None, error=None) -> None:
+        if self.writer is not None and self.writer.status == "running":
+            self.writer.finish(status, summary=summary, checkpoint=checkpoint, error=error)
+
+    def close(self, status: str, error: str) -> None:
+        try:
+            self.finish(status, error=error)
+        except Exception as e:  # the run then shows as interrupted in the store; say why in the job's log
+            print(f"could not record run {self.writer.run_id} as {status}: {e}", file=sys.stderr)
+
+
+def execute(queue, job, store, device: str, report: Reporter) -> dict[str, str]:
+    """Train the job's runs that the store lacks (engine.train's cache rule: completed or diverged runs are never
+    retrained), stack by stack, reporting progress. Returns run_id -> outcome."""
+    from engine.jobs.queue import validate_configs
+    from engine.train import group_into_stacks, train_stack
+
+    configs = validate_configs(list(job.configs))  # validated again: the record is a file anyone could edit
+    total = sum(c.epochs for c in configs)
+    outcomes: dict[str, str] = {}
+    missing = []
+    for c in configs:
+        if store.cached(c.run_id) is not None:
+            outcomes[c.run_id] = "cached"
+        else:
+            missing.append(c)
+    done = total - sum(c.epochs for c in missing)
+    if job.study:
+        store.add_to_study(job.study, [c.run_id for c in configs])
+    report(force=True, progress_done=done, progress_total=total, outcomes=dict(outcomes))
+    meta = {"job_id": job.id, "pid": os.getpid(), **({"study": job.study} if job.study else {})}
+    opened: list[JobSink] = []
+    try:
+        for stack in group_into_stacks(missing):
+            base = done
+
+            def progress(event: dict) -> None:
+                report(progress_done=base + event["epoch"] * event["runs"])
+
+            sinks = [JobSink(store, meta) for _ in stack]
+            opened += sinks
+            statuses = train_stack(stack, sinks, device=device, progress=progress)
+            for config, sink, status in zip(stack, sinks, statuses):
+                outcomes[config.run_id] = sink.skipped or status
+            done = base + sum(c.epochs for c in stack)
+            report(force=True, progress_done=done, outcomes=dict(outcomes))
+    except KeyboardInterrupt:
+        for sink in opened:
+            sink.close("cancelled", "cancelled by the user (job stopped)")
+        raise
+    except Exception as exc:
+        for sink in opened:
+            sink.close("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    return outcomes
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # first thing: a stop during start-up is a stop too
+    parser = argparse.ArgumentParser(prog="python -m engine.jobs.runner", description="Run one queued job "
+                                     "(started by the supervisor, `python -m engine.jobs.worker`).")
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--attempt", type=int, required=True)
+    parser.add_argument("--parent", type=int, default=None, help="pid of the supervisor; exit when it dies")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if args.parent is not None:
+        die_with_parent(args.parent)
+
+    from engine.jobs.queue import JobQueue
+
+    queue = JobQueue(args.store)
+    job = queue.get(args.job)
+    if job is None or job.state != "running" or job.attempts != args.attempt:
+        print(f"job {args.job}: not running attempt {args.attempt} ({job.state if job else 'missing'}); "
+              "nothing to do", file=sys.stderr)
+        return EXIT_STALE
+    report = Reporter(queue, job.id, args.attempt)
+    try:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(max(1, args.threads))
+        from engine.jobs.device import job_device
+        from engine.jobs.errors import JobValidationError
+        from engine.store import RunStore
+        from engine.train import device_name, resolve_device
+
+        device = job_device(job.device, job.slot or 0)
+        try:
+            resolved = resolve_device(device)
+        except ValueError as e:  # resolve_device's message is clear; make it the project's error
+            raise JobValidationError(str(e)) from None
+        report(force=True, device_used=device_name(resolved))
+        print(f"job {job.id} attempt {args.attempt}: {len(job.run_ids)} run(s) on {device_name(resolved)}",
+              file=sys.stderr, flush=True)
+        execute(queue, job, RunStore(args.store), str(resolved), report)
+    except KeyboardInterrupt:
+        print(f"job {job.id}: stopped; finished runs are kept in the store", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
+    except Exception as exc:
+        from engine.errors import is_user_error
+
+        if is_user_error(exc):
+            message = str(exc)
+        else:
+            traceback.print_exc()
+            message = f"{type(exc).__name__}: {exc} (a bug; the traceback is in {queue.log_path(job.id)})"
+        try:
+            report(force=True, error=message)
+        except Exception:  # the record could not be written: the supervisor still sees the exit code
+            traceback.print_exc()
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""The supervisor: ``python -m engine.jobs.worker --store DIR``. One per store (an flock guarantees it).
+
+It lives outside Streamlit (the page starts it detached, in its own session, when none is alive), so reruns,
+reloads, closed tabs and a restart of the Streamlit server neither stop it nor start a second one. Every
+``poll_s`` it
+
+* starts queued jobs, oldest first, while fewer than ``max_running`` run (a job whose runs overlap a running
+  job's waits for it: those runs are then cached); each job runs in its own process group (runner.py);
+* stops a job whose cancel flag is set or whose wall-clock limit passed: SIGTERM to its group (the runs it has
+  open end as ``cancelled`` in the store), SIGKILL after ``grace_s``; the job ends ``cancelled`` / ``timed_out``;
+* records how each job process ended: ``completed``, ``failed`` (with the error), or ``interrupted`` when something
+  else killed it.
+
+On start it settles what a dead predecessor left: a job still marked ``running`` whose process is gone (or is
+killed now: it belonged to the dead supervisor) becomes ``interrupted``; its finished runs are in the store and
+re-queueing it trains only the rest. ``queued`` jobs simply start. With ``--idle-exit S`` it exits after S seconds
+with nothing to do; the page starts a new one when needed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .limits import Limits, load_limits
+from .queue import Job, JobQueue
+from .runner import EXIT_FAILED, EXIT_OK, EXIT_STALE, EXIT_STOPPED
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+IDLE_EXIT_ENV = "ABLATION_LAB_WORKER_IDLE_S"  # how long a supervisor the dashboard started waits idle [300]
+
+
+def _child_env() -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
+def _fmt_s(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
+
+
+def process_alive(pid: int | None, started: float | None) -> bool:
+    """True when ``pid`` runs and is the process that started at ``started`` (not a reused pid)."""
+    if not pid:
+        return False
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(p.create_time() - started) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal a job process's whole group (it leads its own session, so its group id is its pid)."""
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+@dataclass
+class _Child:
+    job_id: str
+    popen: subprocess.Popen
+    slot: int
+    attempt: int
+    run_ids: frozenset[str]
+    timeout_s: float
+    started: float            # time.monotonic()
+    stop_reason: str | None = None   # cancelled | timed_out | shutdown
+    term_at: float | None = None
+
+
+class Supervisor:
+    def __init__(self, queue: JobQueue, limits: Limits, poll_s: float = 0.2, idle_exit_s: float | None = None,
+                 log=None) -> None:
+        self.queue, self.limits, self.poll_s, self.idle_exit_s = queue, limits, poll_s, idle_exit_s
+        self.children: dict[str, _Child] = {}
+        self._stopping = False
+        self._lock_fd: int | None = None
+        self._log = log or (lambda msg: print(f"{time.strftime('%H:%M:%S')} [{os.getpid()}] {msg}",
+                                              file=sys.stderr, flush=True))
+        from .device import cpu_cores
+
+        self.threads = max(1, cpu_cores() // limits.max_running)  # torch threads per job: jobs share the cores
+
+    # --- life cycle -----------------------------------------------------------------------------------------------
+    def run(self, lock_fd: int | None = None) -> int:
+        """Supervise until stopped (SIGTERM, SIGINT, SIGHUP) or idle for ``idle_exit_s``. ``lock_fd``: the
+        supervisor lock, when the caller took it already."""
+        self._lock_fd = lock_fd if lock_fd is not None else self.queue.take_supervisor_lock()
+        if self._lock_fd is None:
+            self._log(f"another supervisor holds {self.queue.supervisor_lock}: {self.queue.supervisor()}; exiting")
+            return 0
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self._log(f"supervising {self.queue.dir} (max {self.limits.max_running} running, "
+                  f"grace {self.limits.grace_s:g} s)")
+        try:
+            self.recover()
+            idle_since = time.monotonic()
+            while not self._stopping:
+                try:
+                    busy = self.step()
+                except Exception as exc:  # a damaged record, a full disk: say so, keep supervising
+                    self._log(f"error in a pass over the queue (retrying): {type(exc).__name__}: {exc}")
+                    busy = True
+                    time.sleep(1.0)
+                if busy:
+                    idle_since = time.monotonic()
+                elif self.idle_exit_s is not None and time.monotonic() - idle_since > self.idle_exit_s:
+                    if self._release_if_still_idle():
+                        self._log("idle: exiting")
+                        return 0
+                    idle_since = time.monotonic()
+                time.sleep(self.poll_s)
+            self.shutdown()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+        return 0
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stopping = True
+
+    def _release_if_still_idle(self) -> bool:
+        """Give the lock up, then look once more: a job queued by a page that saw us alive a moment ago is taken
+        up again (if no new supervisor took the lock meanwhile) instead of waiting for the next page load."""
+        os.close(self._lock_fd)
+        self._lock_fd = None
+        if not self.queue.jobs(["queued"]):
+            return True
+        self._lock_fd = self.queue.take_supervisor_lock()
+        return self._lock_fd is None
+
+    def recover(self) -> None:
+        """Jobs left ``running`` by a dead supervisor: kill any process still at it, mark the job interrupted."""
+        for job in self.queue.jobs(["running"]):
+            if job.id in self.children:
+                continue
+            if process_alive(job.pid, job.pid_started):
+                self._log(f"job {job.id}: killing process group {job.pid} left by a dead supervisor")
+                kill_group(job.pid)
+            def change(j: Job) -> Job | None:
+                if j.state != "running" or j.id in self.children:
+                    return None
+                if j.cancel_requested:
+                    return replace(j, state="cancelled", finished_at=time.time(),
+                                   error="cancelled (the worker stopped while cancelling it)")
+                return replace(j, state="interrupted", finished_at=time.time(),
+                               error="the worker stopped while this job ran (killed, or the machine restarted); "
+                                     "its finished runs are kept in the store: queue it again to train the rest")
+            if self.queue.update(job.id, change) is not None:
+                self._log(f"job {job.id}: interrupted (found running without a live process)")
+
+    def shutdown(self) -> None:
+        """SIGTERM/SIGINT to the supervisor: stop every job process (runs end cancelled), mark jobs interrupted."""
+        self._log("stopping: jobs in progress end as interrupted")
+        for child in self.children.values():
+            self._stop(child, "shutdown")
+        deadline = time.monotonic() + self.limits.grace_s
+        while self.children and time.monotonic() < deadline:
+            self._reap_finished()
+            time.sleep(0.05)
+        for child in list(self.children.values()):
+            kill_group(child.popen.pid)
+            child.popen.wait()
+        self._reap_finished()
+
+    # --- one pass -------------------------------------------------------------------------------------------------
+    def step(self) -> bool:
+        """Reap, stop and start jobs. True when there is work (running or waiting)."""
+        now = time.monotonic()
+        for child in list(self.children.values()):
+            if child.popen.poll() is not None:
+                continue
+            if child.stop_reason is None:
+                job = self.queue.get(child.job_id)
+                if job is None or job.cancel_requested:
+                    self._stop(child, "cancelled")
+                elif now - child.started > child.timeout_s:
+                    self._stop(child, "timed_out")
+            elif now - child.term_at > self.limits.grace_s:
+                kill_group(child.popen.pid)
+        self._reap_finished()
+        queued = self.queue.jobs(["queued"])
+        busy = set().union(*(c.run_ids for c in self.children.values())) if self.children else set()
+        for job in queued:
+            if len(self.children) >= self.limits.max_running:
+                break
+            if busy & set(job.run_ids):
+                continue  # the same runs are training in another job: they will be cached when it ends
+            if self._launch(job):
+                busy |= set(job.run_ids)
+        return bool(self.children) or bool(queued)
+
+    def _stop(self, child: _Child, reason: str) -> None:
+        if child.stop_reason is not None:
+            return
+        child.stop_reason, child.term_at = reason, time.monotonic()
+        self._log(f"job {child.job_id}: stopping ({reason})")
+        kill_group(child.popen.pid, signal.SIGTERM)
+
+    def _launch(self, job: Job) -> bool:
+        used = {c.slot for c in self.children.values()}
+        slot = min(set(range(self.limits.max_running)) - used)
+        attempt = job.attempts + 1
+        now = time.time()
+
+        def start(j: Job) -> Job | None:
+            if j.state != "queued":
+                return None
+            return replace(j, state="running", started_at=now, finished_at=None, slot=slot, attempts=attempt,
+                           cancel_requested=False, supervisor_pid=os.getpid(), error=None, progress_done=0,
+                           pid=None, pid_started=None, device_used=None)
+        stored = self.queue.update(job.id, start)
+        if stored is None or stored.state != "running" or stored.attempts != attempt:
+            return False  # cancelled (or removed) meanwhile
+        cmd = [sys.executable, "-m", "engine.jobs.runner", "--store", str(self.queue.root), "--job", job.id,
+               "--attempt", str(attempt), "--parent", str(os.getpid()), "--threads", str(self.threads)]
+        try:
+            with open(self.queue.log_path(job.id), "ab") as log:
+                popen = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=_child_env(), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                         close_fds=True)
+        except OSError as e:
+            self.queue.update(job.id, state="failed", finished_at=time.time(),
+                              error=f"could not start the job's process: {e}")
+            return False
+        started = None
+        with suppress(Exception):
+            import psutil
+            started = psutil.Process(popen.pid).create_time()
+        self.queue.update(job.id, pid=popen.pid, pid_started=started)
+        self.children[job.id] = _Child(job.id, popen, slot, attempt, frozenset(job.run_ids), stored.timeout_s,
+                                       time.monotonic())
+        self._log(f"job {job.id}: started attempt {attempt} as pid {popen.pid} (slot {slot})")
+        return True
+
+    def _reap_finished(self) -> None:
+        for child in list(self.children.values()):
+            rc = child.popen.poll()
+            if rc is None:
+                continue
+            kill_group(child.popen.pid)  # anything the job process left in its group goes with it
+            del self.children[child.job_id]
+            self._finish(child, rc)
+
+    def _finish(self, child: _Child, rc: int) -> None:
+        log = self.queue.log_path(child.job_id)
+
+        def end(j: Job) -> Job | None:
+            if j.state != "running" or j.attempts != child.attempt:
+                return None
+            kept = "finished runs are kept in the store"
+            done = {"finished_at": time.time()}
+            if child.stop_reason == "cancelled":
+                return replace(j, state="cancelled", error=f"cancelled by the user; {kept}", **done)
+            if child.stop_reason == "timed_out":
+                return replace(j, state="timed_out", error=f"stopped at its wall-clock limit of "
+                                                           f"{_fmt_s(j.timeout_s)}; {kept}", **done)
+            if child.stop_reason == "shutdown":
+                return replace(j, state="interrupted", error=f"the worker was stopped while this job ran; {kept}: "
+                                                             "queue it again to train the rest", **done)
+            if rc == EXIT_OK:
+                return replace(j, state="completed", progress_done=j.progress_total, error=None, **done)
+            if rc == EXIT_FAILED:
+                return replace(j, state="failed", error=j.error or f"the job's process failed; see {log}", **done)
+            if rc < 0 or rc == EXIT_STOPPED:
+                how = f"signal {signal.Signals(-rc).name}" if rc < 0 else "an interrupt"
+                return replace(j, state="interrupted", error=f"the job's process was stopped by {how} from outside "
+                                                             f"the queue; {kept}: queue it again to train the rest",
+                               **done)
+            if rc == EXIT_STALE:
+                return replace(j, state="interrupted", error="the job's process found the job changed under it; "
+                                                             "queue it again", **done)
+            return replace(j, state="failed", error=f"the job's process exited with code {rc}; see {log}", **done)
+        job = self.queue.update(child.job_id, end)
+        self._log(f"job {child.job_id}: exit {rc} -> {job.state if job else 'gone'}")
+
+
+def ensure_supervisor(store_root: str | Path, idle_exit_s: float | None = -1.0, wait_s: float = 5.0,
+                      extra_args: list[str] | None = None) -> dict | None:
+    """Start a detached supervisor for the store unless one is alive; returns its lock info (pid ...), or None when
+    none holds the lock within ``wait_s`` (it may still be starting).
+
+    ``idle_exit_s``: the new supervisor exits after that long with nothing to do (the next launch starts another);
+    the default (-1) takes $ABLATION_LAB_WORKER_IDLE_S, else 300 s; None: never.
+
+    The new process is started through ``--detach`` (it forks and its parent exits at once), so it is nobody's
+    child: Streamlit never has to reap it and a Streamlit restart does not touch it."""
+    queue = JobQueue(store_root)
+    info = queue.supervisor()
+    if info is not None:
+        return info
+    if idle_exit_s is not None and idle_exit_s < 0:
+        try:
+            idle_exit_s = float(os.environ.get(IDLE_EXIT_ENV) or 300.0)
+        except ValueError:
+            idle_exit_s = 300.0
+    queue.dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "engine.jobs.worker", "--store", str(Path(store_root).resolve()), "--detach"]
+    if idle_exit_s is not None:
+        cmd += ["--idle-exit", str(idle_exit_s)]
+    cmd += extra_args or []
+    with open(queue.worker_log, "ab") as log:
+        subprocess.run(cmd, cwd=PROJECT_ROOT, env=_child_env(), stdin=subprocess.DEVNULL, stdout=log,
+                       stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, timeout=60, check=False)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        info = queue.supervisor()
+        if info is not None:
+            return info
+        time.sleep(0.02)
+    return queue.supervisor()
+
+
+def stop_supervisor(store_root: str | Path, timeout_s: float = 30.0) -> bool:
+    """SIGTERM the store's supervisor and wait for it to let go of its lock (jobs in progress end interrupted)."""
+    queue = JobQueue(store_root)
+    info = queue.supervisor()
+    if not info or not info.get("pid"):
+        return info is None
+    with suppress(ProcessLookupError):
+        os.kill(int(info["pid"]), signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if queue.supervisor() is None:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def add_worker_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-running", type=int, default=None,
+                        help="jobs running at once [default: $ABLATION_LAB_MAX_RUNNING, else one per GPU, else one "
+                             "per two CPU cores]")
+    parser.add_argument("--grace-s", type=float, default=None,
+                        help="seconds a stopped job gets to close its runs before it is killed [default: 10]")
+    parser.add_argument("--poll-s", type=float, default=0.2, help="seconds between passes [default: 0.2]")
+    parser.add_argument("--idle-exit", type=float, default=None, metavar="S",
+                        help="exit after S seconds with no job queued or running [default: never]")
+
+
+def run_supervisor(args: argparse.Namespace, store_root: str | Path) -> int:
+    queue = JobQueue(store_root)
+    # The lock first, the device probe (a subprocess that imports torch) after: the page may start several
+    # supervisors at once, and only the one that holds the lock should pay for it.
+    lock_fd = queue.take_supervisor_lock()
+    if lock_fd is None:
+        print(f"another supervisor is alive for {store_root}: {queue.supervisor()}; exiting", file=sys.stderr)
+        return 0
+    try:
+        limits = load_limits(max_running=args.max_running, grace_s=args.grace_s)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    return Supervisor(queue, limits, poll_s=args.poll_s, idle_exit_s=args.idle_exit).run(lock_fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.jobs.worker",
+                                     description="Supervise the job queue of a run store (one per store).")
+    parser.add_argument("--store", default=None, help="run store folder [default: $ABLATION_LAB_STORE, else runs/]")
+    parser.add_argument("--detach", action="store_true",
+                        help="fork into the background and return at once (how the dashboard starts it)")
+    add_worker_flags(parser)
+    args = parser.parse_args(argv)
+    if args.store is None:
+        from engine.store import default_store_root
+        args.store = str(default_store_root())
+    if args.detach:
+        if os.fork() > 0:
+            os._exit(0)  # the caller reaps this parent at once; the child belongs to init from now on
+        os.setsid()
+    try:
+        return run_supervisor(args, args.store)
+    except Exception as exc:
+        from engine.errors import is_user_error
+        if is_user_error(exc):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

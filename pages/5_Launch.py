@@ -1,0 +1,80 @@
+"""Launch: train one run or a whole study from the page, on this machine's GPU when it has one; watch the jobs live,
+cancel them. The work runs in the store's worker process, outside this script (see engine/jobs/)."""
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from engine.config import RunConfig
+from engine.errors import is_user_error
+from ui import launch
+from ui.state import guard, store_root
+
+st.title("Launch")
+info = launch.machine()
+with guard("reading the queue's limits"):
+    lim = launch.limits()
+st.caption(f"Run store: `{store_root()}` · this machine: " + " · ".join(info.describe())
+           + (f" · {info.note}" if info.note else ""))
+c = st.columns([2, 1])
+device = c[0].selectbox("Device", info.choices(), format_func=lambda d: launch.device_label(info, d),
+                        key="launch.device", help="auto: the CUDA GPU, else Apple's MPS, else the CPU")
+timeout_s = 60 * c[1].number_input("Wall-clock limit per job (minutes)", min_value=0.1, max_value=43200.0,
+                                   value=lim.timeout_s / 60, format="%g", key="launch.timeout_min",
+                                   help="A job still running after this long stops as timed_out; finished runs "
+                                        "are kept")
+
+one_run, study = st.tabs(["One run", "Study"])
+
+with one_run:
+    values, error = launch.config_form("run")
+    if error is None:
+        config = RunConfig.from_dict(values)
+        try:
+            s = launch.summary(launch.study_data(f"run-{config.run_id}", base=values, seeds=[config.seed]))
+            st.info(f"Run `{config.run_id}`: " + ("already in the store, launching trains nothing" if s["cached"]
+                                                   else f"not in the store yet, {launch.about_text(s)}"))
+        except Exception as e:  # the project's errors (a bad study, a damaged store) as messages, bugs as tracebacks
+            if not is_user_error(e):
+                raise
+            error = str(e)
+    if error is not None:
+        st.error(error)
+    launch.launch_button("Launch run", "launch_run", error is not None,
+                         lambda: launch.submit("run", [values], None, device, timeout_s),
+                         what=(values, device, timeout_s))
+
+with study:
+    if "study.name" not in st.session_state:
+        st.session_state["study.name"] = f"launch-{time.strftime('%Y%m%d-%H%M%S')}"
+    c = st.columns(3)
+    name = c[0].text_input("Study name", key="study.name", help="Runs are recorded under this study name")
+    seeds = int(c[1].number_input("Seeds per cell", min_value=1, max_value=100, value=2, step=1, key="study.seeds"))
+    epochs = int(c[2].number_input("Epochs", min_value=1, max_value=10_000, value=10, step=1, key="study.epochs"))
+    st.markdown("##### Base config")
+    base, error = launch.config_form("study", skip=("seed", "epochs"))
+    base["epochs"] = epochs
+    st.markdown("##### Vary")
+    factors, factor_error = launch.factor_inputs("study", base)
+    error = error or factor_error
+    data = launch.study_data(name, launch.minimal_base(base), factors, seeds)
+    s = None
+    if error is None:
+        try:
+            s = launch.summary(data)
+        except Exception as e:  # the project's errors (a bad study, a damaged store) as messages, bugs as tracebacks
+            if not is_user_error(e):
+                raise
+            error = str(e)
+    if error is not None:
+        st.error(error)
+    else:
+        st.info(launch.summary_text(s))
+    launch.launch_button("Launch study", "launch_study", error is not None,
+                         lambda: launch.submit("study", s["spec"].configs(), s["spec"].study_name, device, timeout_s,
+                                               spec=launch.to_toml(data)),
+                         what=(data, device, timeout_s))
+
+st.subheader("Jobs")
+launch.fragment_jobs_panel()

@@ -1,0 +1,164 @@
+"""The Launch page under Streamlit's AppTest: a form that offers only what applies and only valid choices, an invalid
+config that cannot be launched, idempotent launches (double click, rerun, reload), the study builder's summary, the
+queue cap's refusal, and cancel from the jobs panel.
+
+The store's supervisor lock is held by the test itself, so the page believes a worker is alive and starts none:
+jobs stay queued and nothing trains (tests/test_jobs.py and the browser test run real workers).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine.config import RunConfig
+from engine.jobs import JobQueue
+
+REPO = Path(__file__).resolve().parent.parent
+PAGE = str(REPO / "pages" / "5_Launch.py")
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def store_root(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "store"
+    root.mkdir()
+    monkeypatch.setenv("ABLATION_LAB_STORE", str(root))
+    monkeypatch.setenv("ABLATION_LAB_MAX_RUNNING", "1")
+    fd = JobQueue(root).take_supervisor_lock()  # a "live supervisor" that never runs anything
+    assert fd is not None
+    yield root
+    os.close(fd)
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=90)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(str(e.value) for kind in ("markdown", "caption", "info", "warning", "error", "success")
+                     for e in at.get(kind))
+
+
+def fields(at: AppTest, prefix: str) -> set[str]:
+    """Config fields that have a widget under this key prefix (e.g. "run.points": the One run tab, task points)."""
+    out = set()
+    for kind in ("selectbox", "number_input", "text_input", "checkbox"):
+        for w in at.get(kind):
+            if w.key and w.key.startswith(prefix + "."):
+                out.add(w.key[len(prefix) + 1:])
+    return out
+
+
+def test_form_offers_only_applicable_fields_and_valid_choices(store_root):
+    at = open_page()
+    assert at.selectbox(key="run.points.dataset").options == ["circles", "moons", "xor", "spirals"]
+    assert at.selectbox(key="run.points.model").options == ["mlp"]  # cnn needs an image task
+    assert "gaussian_nll" not in at.selectbox(key="run.points.loss").options
+    shown = fields(at, "run.points")
+    assert {"dataset", "n_samples", "noise", "class_balance", "hidden", "lr", "epochs", "seed"} <= shown
+    assert not {"n_colors", "channels", "kernel_sizes", "momentum", "nesterov", "min_lr", "step_size"} & shown
+    assert "seed" not in fields(at, "study.points")  # the study's seeds come from its seeds count
+
+    at.selectbox(key="run.points.optimizer").select("sgd").run()
+    assert {"momentum", "nesterov"} <= fields(at, "run.points")
+    at.selectbox(key="run.task").select("colored_mnist").run()
+    assert not at.exception
+    assert at.selectbox(key="run.colored_mnist.model").options == ["mlp", "cnn"]
+    shown = fields(at, "run.colored_mnist")
+    assert "n_colors" in shown and not {"n_samples", "noise", "class_balance"} & shown
+    assert at.selectbox(key="run.colored_mnist.loss").value == "cross_entropy"
+    at.selectbox(key="run.colored_mnist.model").select("cnn").run()
+    shown = fields(at, "run.colored_mnist")
+    assert {"channels", "kernel_sizes", "pool"} <= shown and "hidden" not in shown
+
+
+def test_invalid_value_cannot_be_launched_and_shows_the_config_error(store_root):
+    at = open_page()
+    at.number_input(key="run.points.lr").set_value(-1.0).run()
+    assert "lr must be > 0" in texts(at)
+    assert at.button(key="launch_run").disabled
+    at.text_input(key="run.points.hidden").input("10,x").run()
+    assert "hidden must be integers" in texts(at)
+    assert at.button(key="launch_run").disabled
+    assert JobQueue(store_root).jobs() == []
+
+
+def test_double_click_rerun_and_reload_show_one_job(store_root):
+    at = open_page()
+    at.number_input(key="run.points.epochs").set_value(3).run()
+    assert not at.button(key="launch_run").disabled
+    at.button(key="launch_run").click().run()
+    jobs = JobQueue(store_root).jobs()
+    assert len(jobs) == 1 and jobs[0].state == "queued" and jobs[0].kind == "run"
+    job = jobs[0]
+    assert RunConfig.from_dict(dict(job.configs[0])).epochs == 3
+    assert f"Queued job {job.id}" in texts(at)
+    at.button(key="launch_run").click().run()  # the second click of a double click, or a repeated rerun
+    at.run()
+    assert [j.id for j in JobQueue(store_root).jobs()] == [job.id]
+    assert f"Already launched as job {job.id}" in texts(at)
+
+    reloaded = open_page()  # a reload is a new session
+    assert [j.id for j in JobQueue(store_root).jobs()] == [job.id]
+    assert job.id in texts(reloaded)
+    assert reloaded.button(key=f"cancel-{job.id}")
+
+
+def test_study_builder_summary_and_launch(store_root):
+    at = open_page()
+    at.number_input(key="study.epochs").set_value(2).run()
+    at.number_input(key="study.seeds").set_value(2).run()
+    at.multiselect(key="study.factors").select("activation").run()
+    at.multiselect(key="study.f.activation").select("tanh").run()
+    assert not at.exception
+    summary = [i.value for i in at.info if "cell" in i.value]
+    assert summary and re.search(r"2 cells × 2 seeds = 4 runs, 0 cached, 4 to train, (about|time unknown)",
+                                 summary[-1]), summary
+    at.button(key="launch_study").click().run()
+    [job] = JobQueue(store_root).jobs()
+    assert job.kind == "study" and job.n_runs == 4 and job.study == at.text_input(key="study.name").value
+    assert {RunConfig.from_dict(dict(c)).activation for c in job.configs} == {"relu", "tanh"}
+    assert 'activation = ["relu", "tanh"]' in job.spec
+
+    # A range factor: 3 learning rates in log scale; an invalid value is refused with the study's message.
+    at.multiselect(key="study.factors").select("lr").run()
+    at.radio(key="study.f.lr.how").set_value("log range").run()
+    assert re.search(r"6 cells × 2 seeds = 12 runs", "\n".join(i.value for i in at.info))
+    # Varying the optimizer from an sgd base: sgd's momentum does not leak into the adam cells.
+    at.selectbox(key="study.points.optimizer").select("sgd").run()
+    at.multiselect(key="study.factors").select("optimizer").run()
+    at.multiselect(key="study.f.optimizer").select("adam").run()
+    assert re.search(r"12 cells × 2 seeds = 24 runs", "\n".join(i.value for i in at.info)), texts(at)
+    at.radio(key="study.f.lr.how").set_value("values").run()
+    at.text_input(key="study.f.lr.values").input("0.1, -1").run()
+    assert "lr must be > 0" in texts(at) and at.button(key="launch_study").disabled
+
+
+def test_queue_cap_refusal_is_shown(store_root, monkeypatch):
+    monkeypatch.setenv("ABLATION_LAB_MAX_QUEUED", "1")
+    at = open_page()
+    at.button(key="launch_run").click().run()
+    at.number_input(key="run.points.seed").set_value(7).run()
+    at.button(key="launch_run").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("queue is full" in e and "the cap is 1 queued jobs" in e for e in errors), errors
+    assert len(JobQueue(store_root).jobs()) == 1
+
+
+def test_cancel_button_cancels_a_queued_job(store_root):
+    queue = JobQueue(store_root)
+    job = queue.submit("run", [RunConfig(task="points", epochs=2)]).job
+    at = open_page()
+    at.button(key=f"cancel-{job.id}").click().run()
+    assert queue.require(job.id).state == "cancelled"
+    assert not at.exception
+    assert at.button(key=f"requeue-{job.id}")  # a cancelled job can be queued again
