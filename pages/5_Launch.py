@@ -7,7 +7,6 @@ import time
 import streamlit as st
 
 from engine.config import RunConfig
-from engine.errors import is_user_error
 from ui import launch
 from ui.state import guard, store_root
 
@@ -31,14 +30,10 @@ with one_run:
     values, error = launch.config_form("run")
     if error is None:
         config = RunConfig.from_dict(values)
-        try:
-            s = launch.summary(launch.study_data(f"run-{config.run_id}", base=values, seeds=[config.seed]))
+        s, error = launch.summary_or_error(launch.study_data(f"run-{config.run_id}", base=values, seeds=[config.seed]))
+        if s is not None:
             st.info(f"Run `{config.run_id}`: " + ("already in the store, launching trains nothing" if s["cached"]
                                                    else f"not in the store yet, {launch.about_text(s)}"))
-        except Exception as e:  # the project's errors (a bad study, a damaged store) as messages, bugs as tracebacks
-            if not is_user_error(e):
-                raise
-            error = str(e)
     if error is not None:
         st.error(error)
     launch.launch_button("Launch run", "launch_run", error is not None,
@@ -61,12 +56,7 @@ with study:
     data = launch.study_data(name, launch.minimal_base(base), factors, seeds)
     s = None
     if error is None:
-        try:
-            s = launch.summary(data)
-        except Exception as e:  # the project's errors (a bad study, a damaged store) as messages, bugs as tracebacks
-            if not is_user_error(e):
-                raise
-            error = str(e)
+        s, error = launch.summary_or_error(data)
     if error is not None:
         st.error(error)
     else:

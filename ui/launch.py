@@ -295,6 +295,17 @@ def about_text(s: dict[str, Any]) -> str:
     return f"about {format_duration(s['estimate_s'])}" if s["estimate_s"] is not None else "time unknown"
 
 
+def summary_or_error(data: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """``summary`` of a study spec, or the message of the project's error that stops it (a bad study, a damaged
+    store). Bugs keep their traceback."""
+    try:
+        return summary(data), None
+    except Exception as e:
+        if not is_user_error(e):
+            raise
+        return None, str(e)
+
+
 def summary_text(s: dict[str, Any]) -> str:
     cells = f"{s['cells']} cell{'s' if s['cells'] != 1 else ''}"
     runs = f"{s['runs']} run{'s' if s['runs'] != 1 else ''}"

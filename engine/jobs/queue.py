@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import socket
 import time
 from contextlib import contextmanager, suppress
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from engine.config import ConfigError, RunConfig
+from engine.store.layout import atomic_write_json
 
 from .device import check_device
 from .errors import JobNotFoundError, JobValidationError, QueueFullError
@@ -177,28 +177,6 @@ def _label(kind: str, configs: list[RunConfig], study: str | None) -> str:
     return f"{c.task}/{c.dataset} {arch} {c.activation} {c.optimizer} lr={c.lr:g} seed={c.seed}{more}"
 
 
-def _atomic_write(path: Path, data: dict, durable: bool) -> None:
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(json.dumps(data, sort_keys=True, allow_nan=False).encode())
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            tmp.unlink()
-        raise
-    if durable:
-        with suppress(OSError):
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
 # path -> ((inode, mtime_ns, size), Job): every write replaces the file (a new inode), so an unchanged key means
 # an unchanged record; the supervisor and the page's jobs panel list the queue every second.
 _READ_CACHE: dict[str, tuple[tuple[int, int, int], Job]] = {}
@@ -312,7 +290,7 @@ class JobQueue:
     def _write(self, job: Job, durable: bool | None = None) -> Job:
         job = replace(job, updated_at=time.time())
         self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.path(job.id), job.to_dict(), self.durable if durable is None else durable)
+        atomic_write_json(self.path(job.id), job.to_dict(), self.durable if durable is None else durable)
         return job
 
     def submit(self, kind: str, configs: Iterable[RunConfig | dict], study: str | None = None,

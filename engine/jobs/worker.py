@@ -28,6 +28,8 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from engine.study.plan import format_duration
+
 from .limits import Limits, load_limits
 from .queue import Job, JobQueue
 from .runner import EXIT_FAILED, EXIT_OK, EXIT_STALE, EXIT_STOPPED
@@ -39,14 +41,6 @@ IDLE_EXIT_ENV = "ABLATION_LAB_WORKER_IDLE_S"  # how long a supervisor the dashbo
 def _child_env() -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
-
-
-def _fmt_s(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:g} s"
-    if seconds < 7200:
-        return f"{seconds / 60:g} min"
-    return f"{seconds / 3600:g} h"
 
 
 def process_alive(pid: int | None, started: float | None) -> bool:
@@ -271,7 +265,7 @@ class Supervisor:
                 return replace(j, state="cancelled", error=f"cancelled by the user; {kept}", **done)
             if child.stop_reason == "timed_out":
                 return replace(j, state="timed_out", error=f"stopped at its wall-clock limit of "
-                                                           f"{_fmt_s(j.timeout_s)}; {kept}", **done)
+                                                           f"{format_duration(j.timeout_s)}; {kept}", **done)
             if child.stop_reason == "shutdown":
                 return replace(j, state="interrupted", error=f"the worker was stopped while this job ran; {kept}: "
                                                              "queue it again to train the rest", **done)
