@@ -119,7 +119,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return 0
     finals = [c for c in df.columns if c.startswith("final_") and df[c].notna().any()]
     cols = ["run_id", "status", "n_epochs"] + [c for c in LS_CONFIG if c in df.columns] + finals
-    view = df[cols].rename(columns={"n_epochs": "epochs", **{c: c[6:] for c in finals}})
+    # Final metrics lose their "final_" prefix unless that would clash with a config column (the logged "lr").
+    view = df[cols].rename(columns={"n_epochs": "epochs",
+                                    **{c: c[6:] for c in finals if c[6:] not in cols}})
     if "hidden" in view:
         view = view.assign(hidden=view["hidden"].map(
             lambda h: "" if h is None or (not hasattr(h, "__len__") and pd.isna(h)) else ",".join(map(str, h))))
