@@ -53,17 +53,49 @@ def replay(memory: MemorySink, sink: RunSink) -> None:
 
 
 class StoreSink:
-    """Writes one run into a RunStore. ``start`` raises the store's lock / already-finished errors."""
+    """Writes one run into a RunStore and remembers how it ended.
+
+    It steps aside (the run trains along in its stack, nothing is written) when the store says another process is
+    writing that run right now or has just finished it: parallel studies and jobs that share cells race for them,
+    and the loser must neither fail nor overwrite. ``finish`` is idempotent, so clean-up paths may call it again.
+    """
 
     def __init__(self, store, extra_meta: dict[str, Any] | None = None):
-        self.store, self.extra_meta, self.writer = store, dict(extra_meta or {}), None
+        self.store, self.extra_meta = store, dict(extra_meta or {})
+        self.writer = None
+        self.run_id: str | None = None
+        self.status = "pending"
+        self.error: str | None = None
+        self.summary: dict[str, Any] = {}
+        self.skipped: str | None = None
 
     def start(self, config: RunConfig, meta: dict[str, Any]) -> None:
-        self.writer = self.store.open_run(config.run_id, config.to_dict(), {**meta, **self.extra_meta})
+        from engine.store import RunAlreadyFinishedError, RunLockedError
+        self.run_id = config.run_id
+        try:
+            self.writer = self.store.open_run(config.run_id, config.to_dict(), {**meta, **self.extra_meta})
+        except RunAlreadyFinishedError:
+            self.skipped = "finished meanwhile by another process (cached)"
+        except RunLockedError as e:
+            self.skipped = f"being trained by another process ({e})"
+        self.status = "running"
 
     def log_epoch(self, epoch: int, metrics: dict[str, float | None]) -> None:
-        self.writer.log_epoch(epoch, metrics)
+        if self.writer is not None:
+            self.writer.log_epoch(epoch, metrics)
 
     def finish(self, status: str, summary: dict[str, Any] | None = None, checkpoint: bytes | None = None,
                error: str | None = None) -> None:
-        self.writer.finish(status, summary=summary, checkpoint=checkpoint, error=error)
+        if self.status not in ("pending", "running"):
+            return  # already finished
+        self.status, self.error, self.summary = status, error, dict(summary or {})
+        if self.writer is not None:
+            self.writer.finish(status, summary=summary, checkpoint=checkpoint, error=error)
+
+    def outcome(self) -> dict[str, Any]:
+        """run_id, status ('skipped' when another process owned the run), error and the divergence point."""
+        status = "skipped" if self.skipped else self.status
+        if status in ("pending", "running"):
+            status = "cancelled"
+        return {"run_id": self.run_id, "status": status, "error": self.skipped or self.error,
+                "summary": {k: v for k, v in self.summary.items() if k in ("diverged_epoch", "diverged_step")}}

@@ -232,7 +232,7 @@ def _train(configs, sinks, statuses, device, progress, should_stop, data) -> Non
 @dataclass(frozen=True)
 class RunOutcome:
     run_id: str
-    status: str          # completed | diverged | failed | cancelled, or the cached run's status
+    status: str          # completed | diverged | failed | cancelled | skipped, or the cached run's status
     cached: bool         # True when the store already held the result and nothing trained
 
 
@@ -259,7 +259,8 @@ def run_configs(configs: Iterable[RunConfig], store, device: str = "auto",
             missing.append(config)
     for stack in group_into_stacks(missing, max_stack):
         sinks = [StoreSink(store, extra_meta) for _ in stack]
-        statuses = train_stack(stack, sinks, device=device, progress=progress)
-        for config, status in zip(stack, statuses):
-            outcomes[config.run_id] = RunOutcome(config.run_id, status, cached=False)
+        train_stack(stack, sinks, device=device, progress=progress)
+        for config, sink in zip(stack, sinks):
+            # "skipped" when another process was training or had just finished the same run
+            outcomes[config.run_id] = RunOutcome(config.run_id, sink.outcome()["status"], cached=False)
     return [outcomes[c.run_id] for c in unique]

@@ -24,6 +24,8 @@ import threading
 import time
 import traceback
 
+from engine.sinks import StoreSink
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_STALE = 3     # the job is not ours to run (not running, or another attempt): nothing done
@@ -84,40 +86,23 @@ class Reporter:
         self.queue.update(self.job_id, change, durable=force)
 
 
-class JobSink:
+class JobSink(StoreSink):
     """A store sink that a stop can never leave open: opening the run is shielded from SIGTERM (so the writer is
     either not created or known to us), and ``close`` finishes a run that the training loop did not, wherever the
-    KeyboardInterrupt landed (between opening the stack's runs and train_stack's try, say). A run that another
-    process finished meanwhile is not written twice."""
-
-    def __init__(self, store, extra_meta: dict) -> None:
-        self.store, self.extra_meta = store, extra_meta
-        self.writer = None
-        self.skipped: str | None = None
+    KeyboardInterrupt landed."""
 
     def start(self, config, meta: dict) -> None:
-        from engine.store import RunAlreadyFinishedError
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
-            self.writer = self.store.open_run(config.run_id, config.to_dict(), {**meta, **self.extra_meta})
-        except RunAlreadyFinishedError:
-            self.skipped = "cached"  # finished by another process since we looked: nothing to write
+            super().start(config, meta)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-    def log_epoch(self, epoch: int, metrics: dict) -> None:
-        if self.writer is not None:
-            self.writer.log_epoch(epoch, metrics)
-
-    def finish(self, status: str, summary=None, checkpoint=None, error=None) -> None:
-        if self.writer is not None and self.writer.status == "running":
-            self.writer.finish(status, summary=summary, checkpoint=checkpoint, error=error)
 
     def close(self, status: str, error: str) -> None:
         try:
             self.finish(status, error=error)
         except Exception as e:  # the run then shows as interrupted in the store; say why in the job's log
-            print(f"could not record run {self.writer.run_id} as {status}: {e}", file=sys.stderr)
+            print(f"could not record run {self.run_id} as {status}: {e}", file=sys.stderr)
 
 
 def execute(queue, job, store, device: str, report: Reporter) -> dict[str, str]:

@@ -34,56 +34,11 @@ from typing import Any, Callable
 from engine.config import RunConfig
 from engine.study.plan import Plan, make_plan, stack_cost
 from engine.study.spec import StudySpec
+from engine.sinks import StoreSink
 from engine.train import group_into_stacks
 
 EXECUTORS = ("local", "ray")
 WORKER_JOIN_S = 120.0  # after Ctrl-C: how long to wait for workers to record their runs as cancelled
-
-
-# --- a sink that tolerates another process owning the run ------------------------------------------------------------
-
-class StudySink:
-    """A StoreSink that also remembers how its run ended, and steps aside (trains along, writes nothing) when the
-    store says another process is writing the run right now or has just finished it."""
-
-    def __init__(self, store, extra_meta: dict[str, Any] | None = None):
-        self.store, self.extra_meta = store, dict(extra_meta or {})
-        self.writer = None
-        self.run_id: str | None = None
-        self.status = "pending"
-        self.error: str | None = None
-        self.summary: dict[str, Any] = {}
-        self.skipped: str | None = None
-
-    def start(self, config: RunConfig, meta: dict[str, Any]) -> None:
-        from engine.store import RunAlreadyFinishedError, RunLockedError
-        self.run_id = config.run_id
-        try:
-            self.writer = self.store.open_run(config.run_id, config.to_dict(), {**meta, **self.extra_meta})
-        except RunAlreadyFinishedError:
-            self.skipped = "finished meanwhile by another process (cached)"
-        except RunLockedError as e:
-            self.skipped = f"being trained by another process ({e})"
-        self.status = "running"
-
-    def log_epoch(self, epoch: int, metrics: dict[str, float | None]) -> None:
-        if self.writer is not None:
-            self.writer.log_epoch(epoch, metrics)
-
-    def finish(self, status: str, summary: dict[str, Any] | None = None, checkpoint: bytes | None = None,
-               error: str | None = None) -> None:
-        if self.status not in ("pending", "running"):
-            return  # already finished (train_stack's clean-up after a failure inside finish)
-        self.status, self.error, self.summary = status, error, dict(summary or {})
-        if self.writer is not None:
-            self.writer.finish(status, summary=summary, checkpoint=checkpoint, error=error)
-
-    def outcome(self) -> dict[str, Any]:
-        status = "skipped" if self.skipped else self.status
-        if status in ("pending", "running"):
-            status = "cancelled"
-        return {"run_id": self.run_id, "status": status, "error": self.skipped or self.error,
-                "summary": {k: v for k, v in self.summary.items() if k in ("diverged_epoch", "diverged_step")}}
 
 
 def train_one_stack(store, configs: list[RunConfig], device, extra_meta: dict[str, Any],
@@ -91,7 +46,7 @@ def train_one_stack(store, configs: list[RunConfig], device, extra_meta: dict[st
     """Train one stack into the store; returns one outcome dict per run. KeyboardInterrupt propagates after the
     open runs were finished as cancelled (by train_stack)."""
     from engine.train import train_stack
-    sinks = [StudySink(store, extra_meta) for _ in configs]
+    sinks = [StoreSink(store, extra_meta) for _ in configs]
     try:
         train_stack(configs, sinks, device=device, progress=progress)
     except KeyboardInterrupt:

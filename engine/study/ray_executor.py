@@ -53,11 +53,11 @@ def _connect(address: str | None) -> None:
 def _write(store, run: dict[str, Any], extra_meta: dict[str, Any]) -> dict[str, Any]:
     """Replay one returned run into the store; returns its outcome."""
     from engine.sinks import MemorySink, replay
-    from engine.study.executor import StudySink
+    from engine.sinks import StoreSink
     memory = MemorySink(config=RunConfig.from_dict(run["config"]), meta=run["meta"], epochs=run["epochs"],
                         status=run["status"], summary=run["summary"], checkpoint=run["checkpoint"],
                         error=run["error"])
-    sink = StudySink(store, extra_meta)
+    sink = StoreSink(store, extra_meta)
     replay(memory, sink)
     return sink.outcome()
 
@@ -65,10 +65,10 @@ def _write(store, run: dict[str, Any], extra_meta: dict[str, Any]) -> dict[str, 
 def _record_without_result(store, configs: list[RunConfig], status: str, error: str,
                            extra_meta: dict[str, Any]) -> list[dict[str, Any]]:
     """Runs whose task produced no result (cancelled, or lost with its node): record why, so they are retried."""
-    from engine.study.executor import StudySink
+    from engine.sinks import StoreSink
     out = []
     for config in configs:
-        sink = StudySink(store, {**extra_meta, "executor": "ray"})
+        sink = StoreSink(store, {**extra_meta, "executor": "ray"})
         sink.start(config, {"device": "ray", "stack_size": len(configs)})
         sink.finish(status, error=error)
         out.append(sink.outcome())
