@@ -246,8 +246,14 @@ def group_into_stacks(configs: Iterable[RunConfig], max_stack: int = 64) -> list
 
 def run_configs(configs: Iterable[RunConfig], store, device: str = "auto",
                 progress: Callable[[dict[str, Any]], None] | None = None, extra_meta: dict | None = None,
-                max_stack: int = 64) -> list[RunOutcome]:
-    """Train every config whose result is not cached in ``store``; a cached or duplicate config trains nothing."""
+                max_stack: int = 64, sink_factory: Callable[..., StoreSink] = StoreSink,
+                on_outcomes: Callable[[list[RunOutcome]], None] | None = None) -> list[RunOutcome]:
+    """Train every config whose result is not cached in ``store``; a cached or duplicate config trains nothing.
+
+    ``progress`` events are train_stack's (per stack) plus ``run_epochs_done`` / ``run_epochs_total`` over all
+    runs of this call, cached ones counted as done. ``on_outcomes`` hears the cached runs first, then each stack's
+    runs as the stack ends. ``sink_factory(store, extra_meta)`` makes each run's sink (a StoreSink or a subclass).
+    """
     unique = list({c.run_id: c for c in configs}.values())
     outcomes: dict[str, RunOutcome] = {}
     missing = []
@@ -257,10 +263,22 @@ def run_configs(configs: Iterable[RunConfig], store, device: str = "auto",
             outcomes[config.run_id] = RunOutcome(config.run_id, record.status, cached=True)
         else:
             missing.append(config)
+    if on_outcomes is not None:
+        on_outcomes(list(outcomes.values()))
+    total = sum(c.epochs for c in unique)
+    done = total - sum(c.epochs for c in missing)
     for stack in group_into_stacks(missing, max_stack):
-        sinks = [StoreSink(store, extra_meta) for _ in stack]
-        train_stack(stack, sinks, device=device, progress=progress)
-        for config, sink in zip(stack, sinks):
-            # "skipped" when another process was training or had just finished the same run
-            outcomes[config.run_id] = RunOutcome(config.run_id, sink.outcome()["status"], cached=False)
+        def stack_progress(event: dict[str, Any], base: int = done) -> None:
+            if progress is not None:
+                progress({**event, "run_epochs_done": base + event["epoch"] * event["runs"],
+                          "run_epochs_total": total})
+
+        sinks = [sink_factory(store, extra_meta) for _ in stack]
+        train_stack(stack, sinks, device=device, progress=stack_progress)
+        finished = [RunOutcome(config.run_id, sink.outcome()["status"], cached=False)  # "skipped": another
+                    for config, sink in zip(stack, sinks)]                           # process owned the run
+        outcomes.update((o.run_id, o) for o in finished)
+        done += sum(c.epochs for c in stack)
+        if on_outcomes is not None:
+            on_outcomes(finished)
     return [outcomes[c.run_id] for c in unique]

@@ -8,9 +8,8 @@ whole group and leaves nothing behind. Here:
 * the process dies with its supervisor (PR_SET_PDEATHSIG on Linux, a parent watchdog elsewhere): a supervisor killed
   with -9 leaves no orphan training on, and its open runs become ``interrupted`` in the store;
 * progress (run-epochs done / total) and each run's outcome go into the job record as training goes;
-* training follows engine.train.run_configs (cached runs are skipped, the rest train in stacks through
-  ``train_stack``) with sinks of its own (JobSink), so that a stop landing anywhere, even between opening a stack's
-  runs and the training loop, still records those runs as cancelled.
+* training is engine.train.run_configs (cached runs are skipped, the rest train in stacks) with JobSink, a store
+  sink that a stop landing anywhere, even between opening a stack's runs and the training loop, cannot leave open.
 
 The supervisor decides the job's final state from the exit code and from why it stopped the process.
 """
@@ -106,47 +105,42 @@ class JobSink(StoreSink):
 
 
 def execute(queue, job, store, device: str, report: Reporter) -> dict[str, str]:
-    """Train the job's runs that the store lacks (engine.train's cache rule: completed or diverged runs are never
-    retrained), stack by stack, reporting progress. Returns run_id -> outcome."""
+    """Train the job's runs that the store lacks (engine.train.run_configs: completed or diverged runs are never
+    retrained), stack by stack, reporting progress. Returns run_id -> outcome ('cached' for a cache hit)."""
     from engine.jobs.queue import validate_configs
-    from engine.train import group_into_stacks, train_stack
+    from engine.train import run_configs
 
     configs = validate_configs(list(job.configs))  # validated again: the record is a file anyone could edit
-    total = sum(c.epochs for c in configs)
-    outcomes: dict[str, str] = {}
-    missing = []
-    for c in configs:
-        if store.cached(c.run_id) is not None:
-            outcomes[c.run_id] = "cached"
-        else:
-            missing.append(c)
-    done = total - sum(c.epochs for c in missing)
+    epochs = {c.run_id: c.epochs for c in configs}
     if job.study:
-        store.add_to_study(job.study, [c.run_id for c in configs])
-    report(force=True, progress_done=done, progress_total=total, outcomes=dict(outcomes))
-    meta = {"job_id": job.id, "pid": os.getpid(), **({"study": job.study} if job.study else {})}
+        store.add_to_study(job.study, list(epochs))
+    outcomes: dict[str, str] = {}
+    done = 0
+
+    def record(finished) -> None:
+        nonlocal done
+        for o in finished:
+            outcomes[o.run_id] = "cached" if o.cached else o.status
+            done += epochs[o.run_id]
+        report(force=True, progress_done=done, progress_total=sum(epochs.values()), outcomes=dict(outcomes))
+
     opened: list[JobSink] = []
+
+    def sink(store_, meta) -> JobSink:
+        opened.append(JobSink(store_, meta))
+        return opened[-1]
+
+    meta = {"job_id": job.id, "pid": os.getpid(), **({"study": job.study} if job.study else {})}
     try:
-        for stack in group_into_stacks(missing):
-            base = done
-
-            def progress(event: dict) -> None:
-                report(progress_done=base + event["epoch"] * event["runs"])
-
-            sinks = [JobSink(store, meta) for _ in stack]
-            opened += sinks
-            statuses = train_stack(stack, sinks, device=device, progress=progress)
-            for config, sink, status in zip(stack, sinks, statuses):
-                outcomes[config.run_id] = sink.skipped or status
-            done = base + sum(c.epochs for c in stack)
-            report(force=True, progress_done=done, outcomes=dict(outcomes))
+        run_configs(configs, store, device=device, extra_meta=meta, sink_factory=sink, on_outcomes=record,
+                    progress=lambda event: report(progress_done=event["run_epochs_done"]))
     except KeyboardInterrupt:
-        for sink in opened:
-            sink.close("cancelled", "cancelled by the user (job stopped)")
+        for s in opened:
+            s.close("cancelled", "cancelled by the user (job stopped)")
         raise
     except Exception as exc:
-        for sink in opened:
-            sink.close("failed", f"{type(exc).__name__}: {exc}")
+        for s in opened:
+            s.close("failed", f"{type(exc).__name__}: {exc}")
         raise
     return outcomes
 
