@@ -58,7 +58,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if value is None:
             continue
         if kind == "ints":
-            value = [int(v) for part in value for v in str(part).split(",") if v] if value else []
+            # "--hidden 100 150" and "--hidden 100,150" alike; the config's own check reports a bad width.
+            value = ",".join(value)
         values[name] = value
     return RunConfig.from_dict(values)
 
@@ -76,8 +77,9 @@ def open_store(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from engine.train import run_configs
+    from engine.train import resolve_device, run_configs
     config = config_from_args(args)
+    resolve_device(args.device)  # a bad --device is reported before anything starts
     store = open_store(args)
     print(f"run {config.run_id}: {config.task}/{config.dataset}, {config.model}, {config.optimizer} lr={config.lr:g}",
           file=sys.stderr)

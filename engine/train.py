@@ -35,6 +35,10 @@ def stack_key(config: RunConfig) -> tuple:
     return tuple(sorted((k, str(v)) for k, v in config.to_dict().items() if k not in PER_RUN_FIELDS))
 
 
+class DeviceError(ValueError):
+    """The asked-for device is not a device name, or this machine does not have it."""
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple's MPS, then the CPU."""
     if device == "auto":
@@ -46,9 +50,13 @@ def resolve_device(device: str = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
+        raise DeviceError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU; use auto or cpu")
+        raise DeviceError(f"device {device!r} asked for, but this machine has no CUDA GPU; use auto or cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError(f"device {device!r} asked for, but this machine has no Apple MPS device; use auto or cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
     return dev
 
 
