@@ -21,7 +21,7 @@ install: $(STAMP)
 run: install
 	$(PY) -m streamlit run dashboard.py --server.address $(HOST) --server.port $(PORT) --server.headless true
 
-# The browser tests need Debian's chromium; tests/conftest.py skips nothing for its absence: install it first.
+# The browser tests drive Debian's chromium (Playwright cannot download browsers here); install it when missing.
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 

@@ -115,11 +115,14 @@ def test_overview_shows_what_is_in_the_store(seeded):
 
 
 def test_overview_offers_the_demo_on_an_empty_store(empty_store, use_store, monkeypatch):
-    from engine.config import RunConfig
     from ui import demo
     use_store(empty_store)
-    monkeypatch.setattr(demo, "demo_study_file", lambda: None)
-    monkeypatch.setattr(demo, "builtin_configs", lambda: [RunConfig(task="points", epochs=1, seed=s) for s in (0, 1)])
+    # The shipped demo file with fewer epochs, so the test stays fast; the button runs its [quick] version.
+    tiny = empty_store.parent / "demo.toml"
+    tiny.write_text(demo.DEMO_FILE.read_text().replace("base = { epochs = 5 }", "base = { epochs = 1 }")
+                    .replace('optimizer = ["adam", "sgd"]', 'optimizer = ["adam"]')
+                    .replace('activation = ["relu", "tanh", "sigmoid"]', 'activation = ["relu"]'))
+    monkeypatch.setattr(demo, "DEMO_FILE", tiny)
     at = open_app()
     no_exception(at)
     assert at.button(key="run_demo").label == "Run the quick demo study"
