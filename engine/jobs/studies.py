@@ -4,7 +4,7 @@ see engine/study/spec.py), expanded and planned by engine.study, never by code o
     data = study_data("lr-sweep", base={"task": "points", "epochs": 5},
                       factors={"lr": {"log_range": [1e-3, 1e-1], "num": 3}, "activation": ["relu", "tanh"]},
                       seeds=[0, 1])
-    spec = expand(data)          # engine.study.spec.load_study on the generated TOML: validated, cells expanded
+    spec = expand(data)          # engine.study.spec.load_study_text on the generated TOML: validated, expanded
     plan = plan_study(spec, store)   # engine.study.plan.make_plan: cached vs missing, time estimate
 """
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import tempfile
-from pathlib import Path
 from typing import Any
 
 
@@ -64,24 +62,17 @@ def to_toml(data: dict[str, Any]) -> str:
 
 
 def expand(data: dict[str, Any], where: str = "study builder"):
-    """Validate and expand through engine.study's loader. Raises StudyError whose message names ``where`` instead
-    of a temporary file."""
-    from engine.study.spec import StudyError, load_study
+    """Validate and expand through engine.study's loader; errors name ``where``."""
+    from engine.study.spec import StudyError, load_study_text
 
     try:
         text = to_toml(data)
     except ValueError as e:
         raise StudyError(f"{where}: {e}") from None
-    with tempfile.TemporaryDirectory(prefix="ablation-study-") as tmp:
-        path = Path(tmp) / f"{data.get('name', 'study')}.toml"
-        path.write_text(text)
-        try:
-            spec = load_study(path)
-        except StudyError as e:
-            message = str(e).replace(str(path), where)
-            message = re.sub(r",? \(?line \d+\)?", "", message)  # lines of a file the user never saw
-            raise StudyError(message) from None
-    return spec
+    try:
+        return load_study_text(text, where)
+    except StudyError as e:
+        raise StudyError(re.sub(r",? \(?line \d+\)?", "", str(e))) from None  # lines of a file the user never saw
 
 
 def plan_study(spec, store, estimate: bool = True):

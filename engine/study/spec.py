@@ -119,6 +119,7 @@ class StudySpec:
     quick: dict[str, Any] | None = None
     is_quick: bool = False
     runs: tuple[Cell, ...] = field(default=(), repr=False)
+    text: str = field(default="", repr=False, compare=False)  # the TOML it was read from
 
     @property
     def study_name(self) -> str:
@@ -141,7 +142,7 @@ class StudySpec:
         return _expand(self.path, self._text(), self._data(), quick=True)
 
     def _text(self) -> str:
-        return self.path.read_text()
+        return self.text or self.path.read_text()
 
     def _data(self) -> dict:
         return tomllib.loads(self._text())
@@ -159,6 +160,12 @@ def load_study(path: str | Path, quick: bool = False) -> StudySpec:
         raise StudyError(f"{path}: no such study file") from None
     except OSError as e:
         raise StudyError(f"{path}: cannot read: {e}") from None
+    return load_study_text(text, path, quick)
+
+
+def load_study_text(text: str, source: str | Path, quick: bool = False) -> StudySpec:
+    """``load_study`` for TOML that is not in a file (the dashboard's study builder); errors name ``source``."""
+    path = Path(source)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -314,7 +321,7 @@ def _expand(path: Path, text: str, data: dict, quick: bool) -> StudySpec:
     metric, goal = _metric(w, data, runs)
     return StudySpec(path=path, name=name, description=description, metric=metric, goal=goal, seeds=seeds,
                      base=base, grids=tuple(grids), quick=quick_table, is_quick=quick and quick_table is not None,
-                     runs=tuple(runs))
+                     runs=tuple(runs), text=text)
 
 
 def _table(w: _Where, parent: str, key: str, value: Any, occurrence: int = 0) -> dict:
