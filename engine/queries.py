@@ -191,7 +191,8 @@ class _Ctx:
         return self.cur.sql(query, params=params or None).to_arrow_table().to_pandas()
 
 
-def define_views(store, con, snap: Snapshot, views: Iterable[str]) -> None:
+def define_views(store, con, snap: Snapshot,
+                 views: Iterable[str] = ("runs", "attempts", "epochs", "all_epochs", "study_members")) -> None:
     """Create the named views (runs, attempts, epochs, all_epochs, study_members) as TEMP views on a connection the
     caller owns, over exactly the snapshot's files (for the SQL console, which locks its connection down to
     ``snap.run_files + snap.epoch_files + snap.study_files`` afterwards)."""
@@ -553,11 +554,3 @@ def export(store, what: str, fmt: str, out: str | Path, metric: str | None = Non
     finally:
         cur.close()
     return out
-
-
-def define_views(store, cur, snap: Snapshot, views: Iterable[str] = ("runs", "attempts", "epochs", "all_epochs",
-                                                                      "study_members")) -> None:
-    """Create the documented views as TEMP VIEWs on ``cur`` over the snapshot ``snap``: the hook the sandboxed SQL
-    console (engine/sql_console.py) uses to get exactly the views every query here sees, on its own locked-down
-    connection. (Appended by the dashboard worker.)"""
-    _Ctx(store, cur, snap).create_views(views)

@@ -229,11 +229,7 @@ def store_source(store) -> ViewSource:
     from engine import queries
 
     def define(con, snap) -> None:
-        views = set(STORE_VIEWS)
-        if hasattr(queries, "define_views"):
-            queries.define_views(store, con, snap, views)
-        else:  # an older engine.queries without the public hook
-            queries._Ctx(store, con, snap).create_views(views)
+        queries.define_views(store, con, snap, set(STORE_VIEWS))
 
     def source():
         snap = store.snapshot()

@@ -108,7 +108,7 @@ def train_stack(configs: list[RunConfig], sinks: list[RunSink], device: str | to
     if len({stack_key(c) for c in configs}) != 1:
         raise ValueError("train_stack needs configs that differ only in " + ", ".join(sorted(PER_RUN_FIELDS)))
     device = resolve_device(device) if isinstance(device, str) else device
-    base, k = configs[0], len(configs)
+    k = len(configs)
     meta = {"device": device_name(device), "torch_version": torch.__version__, "hostname": platform.node(),
             "stack_size": k}
     # "pending" until its sink has started: a stop that lands while the stack's runs are being opened still

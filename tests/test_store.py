@@ -319,7 +319,8 @@ def test_damaged_compacted_part_is_reported_and_skipped(store, damage):
 # --- compaction -----------------------------------------------------------------------------------------------
 
 def test_compaction_merges_and_never_double_counts(store):
-    ids = [write_run(store, RunConfig(seed=s), 5) for s in range(6)]
+    for s in range(6):
+        write_run(store, RunConfig(seed=s), 5)
     before = queries.sql(store, "SELECT run_id, epoch, train_loss FROM epochs ORDER BY ALL")
     r = store.compact()
     assert r.done and r.merged_attempts == 6
@@ -341,7 +342,8 @@ def test_compaction_merges_and_never_double_counts(store):
 
 
 def test_compaction_killed_after_commit_is_not_double_counted(store):
-    ids = [write_run(store, RunConfig(seed=s), 3) for s in range(4)]
+    for s in range(4):
+        write_run(store, RunConfig(seed=s), 3)
     saved = {p.name: p.read_bytes() for p in store.layout.sealed.iterdir()}
     store.compact()
     # Put the small files back and mark them absorbed: the state after a kill between commit and delete.
