@@ -1,5 +1,15 @@
-"""Stacked training gives the same results as training each run alone (same seed, same data order), to float32
-rounding: every logged metric of every epoch, the test metrics, and the final weights (from the checkpoints)."""
+"""Stacked training gives the same results as training each run alone (same seed, same data order): every logged
+metric of every epoch, the test metrics, and the final weights (from the checkpoints).
+
+Both sides train in float64. A stack and a single run compute the same sums in different orders (a batched GEMM
+over K runs, a grouped convolution, and the processor's own kernel choice reassociate them), so their results may
+differ by a few units in the last place per operation, and training amplifies such differences from step to step;
+by how much depends on the optimiser and the machine, not on our code. In float32 (unit roundoff 6e-8) that
+amplification reached 5e-5 on one machine's kernels after two epochs of momentum SGD, which is why a float32
+tolerance tuned on one machine fails on another. In float64 (unit roundoff 1.1e-16) the same amplification leaves
+the differences below 1e-12 (at most 3.3e-16 measured here, in the weights and every logged metric), so a tolerance of 1e-9 has a margin of more than a
+thousand for other processors, while any real mistake (a run reading another run's slice, a wrong per-run
+learning rate or momentum) moves results by far more than 1e-3."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,12 +22,23 @@ from engine.sinks import MemorySink
 from engine.tasks import Split, load_task_data
 from engine.train import load_checkpoint, stack_key, train_stack
 
-RTOL, ATOL = 2e-4, 2e-5  # float32: a few ulps per op, compounded over a few hundred steps
+# float64: reassociation differences (a few ulps of 1.1e-16 per op) compounded over at most a few hundred steps of
+# the stable trainings below stay under 1e-12; 1e-9 leaves a margin of 1000x for other kernels and processors.
+RTOL, ATOL = 1e-9, 1e-9
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Models and optimiser state in float64 (torch's default dtype decides the parameters' dtype)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def small(config: RunConfig, n_train: int, n_val: int = 200):
     data = load_task_data(config)
-    cut = lambda s, n: Split(s.x[:n], s.y[:n])
+    cut = lambda s, n: Split(s.x[:n].double(), s.y[:n].double() if s.y.is_floating_point() else s.y[:n])
     return dataclasses.replace(data, train=cut(data.train, n_train), val=cut(data.val, n_val),
                                test=cut(data.test, n_val))
 
