@@ -18,10 +18,12 @@ from typing import Any, Callable, Iterable
 import torch
 
 from engine.config import RunConfig
+from engine.faults import pause_point
 from engine.models import StackedModel
 from engine.objectives import metric_sums, per_run_loss
 from engine.optim import StackedOptimizer, scheduled_lr
 from engine.sinks import RunSink, StoreSink
+from engine.stop import stop_of
 from engine.tasks import TaskData, load_task_data
 
 # Fields that may differ inside one stack: they change values, never shapes or the graph.
@@ -119,8 +121,8 @@ def train_stack(configs: list[RunConfig], sinks: list[RunSink], device: str | to
             sink.start(config, meta)
             statuses[i] = "running"
         _train(configs, sinks, statuses, device, progress, should_stop, data)
-    except KeyboardInterrupt:
-        _finish_open(sinks, statuses, "cancelled", "cancelled by the user")
+    except KeyboardInterrupt as stop:
+        _finish_open(sinks, statuses, *stop_of(stop))
         raise
     except Exception as exc:  # a crash of the stack fails its open runs with the message, then propagates
         _finish_open(sinks, statuses, "failed", f"{type(exc).__name__}: {exc}")
@@ -159,6 +161,7 @@ def _train(configs, sinks, statuses, device, progress, should_stop, data) -> Non
     batch_sizes[-1] = n - base.batch_size * (n_steps - 1)
     step = 0
     started = time.perf_counter()
+    pause_point("before-first-epoch")
 
     for epoch in range(base.epochs):
         epoch_start = time.perf_counter()

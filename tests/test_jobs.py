@@ -36,25 +36,40 @@ def long_run(seed: int = 0, **kw) -> dict:
     return tiny(seed, epochs=10_000, n_samples=1000, batch_size=1, **kw)
 
 
-def wait_for(predicate, timeout: float = 60.0, every: float = 0.05, what: str = "condition"):
+def wait_for(predicate, timeout: float = 60.0, every: float = 0.05, what: str = "condition", show=None):
+    """Poll ``predicate`` until it is truthy (generous ``timeout``); on time-out say what ``show()`` saw instead."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+    seen = f"; instead: {show()}" if show is not None else ""
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{seen}")
+
+
+def queue_state(root: Path) -> str:
+    """What the queue and the store hold: printed when a wait times out."""
+    from engine.store import RunStore
+    store = RunStore(root)
+    lines = []
+    for job in JobQueue(root).jobs():
+        runs = {r: (rec.status, rec.n_epochs) if (rec := store.get(r)) else None for r in job.run_ids}
+        lines.append(f"job {job.id} {job.state} pid={job.pid} error={job.error!r} runs={runs}")
+    err = root / "supervisor.err"
+    tail = err.read_text()[-1500:] if err.exists() else ""
+    return "\n".join(lines) + "\nsupervisor log:\n" + tail
 
 
 class Supervisor:
     """A supervisor process on a test store; killed (with any job process it left) at teardown."""
 
-    def __init__(self, root: Path, max_running: int = 1, grace_s: float = 3.0):
-        self.root, self.max_running, self.grace_s = root, max_running, grace_s
+    def __init__(self, root: Path, max_running: int = 1, grace_s: float = 3.0, env: dict | None = None):
+        self.root, self.max_running, self.grace_s, self.env = root, max_running, grace_s, env or {}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Supervisor":
-        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.jobs.worker", "--store", str(self.root), "--max-running",
              str(self.max_running), "--poll-s", "0.05", "--grace-s", str(self.grace_s)],
@@ -210,25 +225,83 @@ def test_cancel_and_timeout_stop_jobs_and_leave_no_processes(store_root, supervi
     to_time_out = queue.submit("run", [long_run(1)], timeout_s=6.0).job
     from engine.store import RunStore
     store = RunStore(store_root)
+    show = lambda: queue_state(store_root)
 
     def training(job_id: str) -> bool:
         job = queue.require(job_id)
         return job.state == "running" and job.pid and store.attempts(job.run_ids[0])
-    wait_for(lambda: training(to_cancel.id), 30, what="the first job to train")
+    wait_for(lambda: training(to_cancel.id), 60, what="the first job to train", show=show)
     pid = queue.require(to_cancel.id).pid
     queue.cancel(to_cancel.id)
-    job = wait_for(lambda: (j := queue.require(to_cancel.id)).state != "running" and j, 20, what="cancel")
+    job = wait_for(lambda: (j := queue.require(to_cancel.id)).state != "running" and j, 60, what="cancel", show=show)
     assert job.state == "cancelled" and "cancelled by the user" in job.error
     assert group_alive(pid) == []
-    # SIGTERM became KeyboardInterrupt inside train_stack: the open run was recorded as cancelled
-    assert store.get(job.run_ids[0]).status == "cancelled"
+    # The stop signal became StopTraining inside train_stack: the open run was recorded as cancelled
+    assert store.get(job.run_ids[0]).status == "cancelled", show()
 
-    job = wait_for(lambda: (j := queue.require(to_time_out.id)).state not in ("queued", "running") and j, 30,
-                   what="the wall-clock limit")
+    job = wait_for(lambda: (j := queue.require(to_time_out.id)).state not in ("queued", "running") and j, 60,
+                   what="the wall-clock limit", show=show)
     assert job.state == "timed_out" and "wall-clock limit" in job.error
     assert job.finished_at - job.started_at < 6.0 + 5.0 + 2.0
+    assert store.get(job.run_ids[0]).status == "timed_out", show()
     assert group_alive(job.pid) == []
     assert not psutil.pid_exists(job.pid) or psutil.Process(job.pid).status() == psutil.STATUS_ZOMBIE
+
+
+# How a job ends at a given moment of its run -> (the job's state, the run's status in the store right after).
+STOP_MOMENTS = {
+    # cancelled while the model is built and no epoch has run
+    "cancel before the first epoch": ("before-first-epoch", "cancel", "cancelled", "cancelled"),
+    # cancelled in the middle of training (the run has logged an epoch; the signal lands inside the next one)
+    "cancel during an epoch": (None, "cancel", "cancelled", "cancelled"),
+    # cancelled, and the job's process hangs while sealing the cancelled run: the supervisor kills it after the
+    # grace period and seals the run itself, with the result it had recorded
+    "cancel, then killed while sealing": ("sealing", "cancel", "cancelled", "cancelled"),
+    # the job's process killed from outside the queue (OOM killer, kill -9) mid-training
+    "kill -9 during an epoch": (None, "kill9", "interrupted", "interrupted"),
+}
+
+
+@pytest.mark.parametrize("moment", list(STOP_MOMENTS))
+def test_a_job_ends_only_after_its_runs_are_recorded_ended(store_root, supervisors, tmp_path, moment):
+    pause_at, how, job_state, run_status = STOP_MOMENTS[moment]
+    env = {"ABLATION_LAB_PAUSE_AT": pause_at or "", "ABLATION_LAB_PAUSE_DIR": str(tmp_path)}
+    supervisors(max_running=1, grace_s=2.0, env=env).start()
+    queue = JobQueue(store_root)
+    from engine.store import RunStore
+    store = RunStore(store_root)
+    show = lambda: queue_state(store_root) + f"\npause markers: {sorted(p.name for p in tmp_path.glob('paused-*'))}"
+    job = queue.submit("run", [long_run(0)]).job
+    run_id = job.run_ids[0]
+    paused = lambda point: any(tmp_path.glob(f"paused-{point}-*"))
+
+    if pause_at == "before-first-epoch":
+        wait_for(lambda: paused(pause_at), 60, what="the job's process to reach its first epoch", show=show)
+    else:
+        wait_for(lambda: (r := store.get(run_id)) is not None and r.n_epochs >= 1, 60,
+                 what="the run to log an epoch", show=show)
+    pid = queue.require(job.id).pid
+    if how == "cancel":
+        queue.cancel(job.id)
+    else:
+        os.killpg(pid, signal.SIGKILL)
+    if pause_at == "sealing":
+        wait_for(lambda: paused("sealing"), 60, what="the job's process to hang while sealing", show=show)
+
+    ended = wait_for(lambda: (j := queue.require(job.id)).state not in ("queued", "running") and j, 60,
+                     what="the job to end", show=show)
+    record = store.get(run_id)  # right after the job reports its end: never "running"
+    assert (ended.state, record.status) == (job_state, run_status), show()
+    assert not store.layout.live_dir(run_id, record.attempt).exists(), "the run must be sealed, not left live"
+    assert ended.outcomes.get(run_id, run_status) == run_status
+    if pause_at == "before-first-epoch":
+        assert record.n_epochs == 0
+    else:
+        assert record.n_epochs >= 1  # every epoch logged before the stop is kept
+    assert group_alive(pid) == []
+    assert store.check().ok, store.check()
+    # A stopped run is not a result: queued again, it trains again (here: until cancelled once more).
+    assert store.cached(run_id) is None
 
 
 # --- crash safety -----------------------------------------------------------------------------------------------------

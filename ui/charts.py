@@ -77,7 +77,7 @@ def heatmap(cells: pd.DataFrame, row: str, col: str | None, texts: pd.Series, me
 
 
 STATUS_COLORS = {"completed": "#2ca02c", "diverged": "#d62728", "running": "#1f77b4", "failed": "#8c564b",
-                 "cancelled": "#7f7f7f", "interrupted": "#ff7f0e"}
+                 "cancelled": "#7f7f7f", "timed_out": "#bcbd22", "interrupted": "#ff7f0e"}
 
 
 def status_bars(counts: pd.DataFrame) -> alt.Chart:

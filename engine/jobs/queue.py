@@ -213,6 +213,11 @@ class JobQueue:
     def path(self, job_id: str) -> Path:
         return self.dir / f"{check_job_id(job_id)}.json"
 
+    def store(self):
+        """The run store whose jobs these are."""
+        from engine.store import RunStore
+        return RunStore(self.root)
+
     def log_path(self, job_id: str) -> Path:
         return self.dir / f"{check_job_id(job_id)}.log"
 

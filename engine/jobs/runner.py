@@ -3,8 +3,11 @@
 The supervisor (worker.py) starts it in its own process group, so stopping it (cancel, wall-clock limit) kills the
 whole group and leaves nothing behind. Here:
 
-* SIGTERM becomes KeyboardInterrupt, so ``train_stack`` ends its open runs as ``cancelled`` in the store before the
-  process exits (finished runs are already sealed there);
+* the supervisor's stop signals become StopTraining (a KeyboardInterrupt), so ``train_stack`` ends its open runs in
+  the store before the process exits: SIGTERM (cancel, supervisor shutdown) as ``cancelled``, SIGUSR1 (wall-clock
+  limit) as ``timed_out``; finished runs are already sealed there. A stop that arrives while a run is being opened,
+  logged or sealed waits for that to end, so no run is left half-open by it. Whatever this process still leaves
+  open (it was killed after the grace period), the supervisor seals before it reports the job's end;
 * the process dies with its supervisor (PR_SET_PDEATHSIG on Linux, a parent watchdog elsewhere): a supervisor killed
   with -9 leaves no orphan training on, and its open runs become ``interrupted`` in the store;
 * progress (run-epochs done / total) and each run's outcome go into the job record as training goes;
@@ -22,22 +25,61 @@ import sys
 import threading
 import time
 import traceback
+from contextlib import contextmanager
+from typing import Iterator
 
 from engine.sinks import StoreSink
+from engine.stop import StopTraining, stop_of
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_STALE = 3     # the job is not ours to run (not running, or another attempt): nothing done
-EXIT_STOPPED = 130  # stopped by SIGTERM (cancel, wall-clock limit, supervisor shutdown)
+EXIT_STOPPED = 130  # stopped by a stop signal (cancel, wall-clock limit, supervisor shutdown)
 
 PROGRESS_EVERY_S = 0.3
 
+# What each of the supervisor's stop signals means for the runs this process has open.
+STOP_SIGNALS = {signal.SIGTERM: ("cancelled", "cancelled by the user (job stopped)"),
+                signal.SIGUSR1: ("timed_out", "stopped at the job's wall-clock limit")}
 
-def _raise_interrupt(signum, frame) -> None:
-    # Once: later SIGTERMs must not interrupt the writes that record the open runs as cancelled (the supervisor
-    # sends SIGKILL after its grace period anyway).
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt(f"signal {signum}")
+
+class Stops:
+    """Turns the first stop signal into StopTraining in the main thread, except inside ``shielded()`` blocks,
+    where it is held until the block ends. (Blocking the signal with pthread_sigmask would not do: the kernel then
+    hands it to another thread, and Python still runs the handler in the main thread at its next bytecode.)"""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: StopTraining | None = None
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        # Once: a later signal must not interrupt the writes that record the open runs' end (the supervisor sends
+        # SIGKILL after its grace period anyway, and then seals what is left itself).
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        stop = StopTraining(*STOP_SIGNALS[signal.Signals(signum)])
+        if self.depth:
+            self.pending = stop
+            return
+        raise stop
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if self.depth == 0 and self.pending is not None:
+                stop, self.pending = self.pending, None
+                raise stop
+
+
+STOPS = Stops()
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -86,16 +128,23 @@ class Reporter:
 
 
 class JobSink(StoreSink):
-    """A store sink that a stop can never leave open: opening the run is shielded from SIGTERM (so the writer is
-    either not created or known to us), and ``close`` finishes a run that the training loop did not, wherever the
-    KeyboardInterrupt landed."""
+    """A store sink that a stop can never leave half-done: opening, logging and finishing a run are shielded from
+    the stop signals (the writer is either not created or known to us; an epoch is in the log and in memory or in
+    neither; a run is sealed or still open), and ``close`` finishes a run that the training loop did not, wherever
+    the stop landed."""
 
     def start(self, config, meta: dict) -> None:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        try:
+        with STOPS.shielded():
             super().start(config, meta)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def log_epoch(self, epoch: int, metrics: dict) -> None:
+        with STOPS.shielded():
+            super().log_epoch(epoch, metrics)
+
+    def finish(self, status: str, summary: dict | None = None, checkpoint: bytes | None = None,
+               error: str | None = None) -> None:
+        with STOPS.shielded():
+            super().finish(status, summary=summary, checkpoint=checkpoint, error=error)
 
     def close(self, status: str, error: str) -> None:
         try:
@@ -134,9 +183,10 @@ def execute(queue, job, store, device: str, report: Reporter) -> dict[str, str]:
     try:
         run_configs(configs, store, device=device, extra_meta=meta, sink_factory=sink, on_outcomes=record,
                     progress=lambda event: report(progress_done=event["run_epochs_done"]))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        status, reason = stop_of(stop)
         for s in opened:
-            s.close("cancelled", "cancelled by the user (job stopped)")
+            s.close(status, reason)
         raise
     except Exception as exc:
         for s in opened:
@@ -146,7 +196,7 @@ def execute(queue, job, store, device: str, report: Reporter) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # first thing: a stop during start-up is a stop too
+    STOPS.install()  # first thing: a stop during start-up is a stop too
     parser = argparse.ArgumentParser(prog="python -m engine.jobs.runner", description="Run one queued job "
                                      "(started by the supervisor, `python -m engine.jobs.worker`).")
     parser.add_argument("--store", required=True)

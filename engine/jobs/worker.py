@@ -6,14 +6,16 @@ reloads, closed tabs and a restart of the Streamlit server neither stop it nor s
 
 * starts queued jobs, oldest first, while fewer than ``max_running`` run (a job whose runs overlap a running
   job's waits for it: those runs are then cached); each job runs in its own process group (runner.py);
-* stops a job whose cancel flag is set or whose wall-clock limit passed: SIGTERM to its group (the runs it has
-  open end as ``cancelled`` in the store), SIGKILL after ``grace_s``; the job ends ``cancelled`` / ``timed_out``;
-* records how each job process ended: ``completed``, ``failed`` (with the error), or ``interrupted`` when something
-  else killed it.
+* stops a job whose cancel flag is set or whose wall-clock limit passed: SIGTERM (cancel) or SIGUSR1 (limit) to its
+  group, and the runs it has open end as ``cancelled`` / ``timed_out`` in the store; SIGKILL after ``grace_s``;
+* when a job process has ended, however it ended, first seals in the store whatever runs it left open (``cancelled``,
+  ``timed_out``, or ``interrupted`` when something else killed it), then records the job's end: ``completed``,
+  ``failed`` (with the error), ``cancelled``, ``timed_out`` or ``interrupted``. So a job never reads as ended while
+  one of its runs still reads ``running``.
 
 On start it settles what a dead predecessor left: a job still marked ``running`` whose process is gone (or is
-killed now: it belonged to the dead supervisor) becomes ``interrupted``; its finished runs are in the store and
-re-queueing it trains only the rest. ``queued`` jobs simply start. With ``--idle-exit S`` it exits after S seconds
+killed now: it belonged to the dead supervisor) has its open runs sealed as ``interrupted`` and becomes
+``interrupted``; its finished runs are in the store and re-queueing it trains only the rest. ``queued`` jobs simply start. With ``--idle-exit S`` it exits after S seconds
 with nothing to do; the page starts a new one when needed.
 """
 from __future__ import annotations
@@ -56,6 +58,13 @@ def process_alive(pid: int | None, started: float | None) -> bool:
         return started is None or abs(p.create_time() - started) < 1.0
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+
+
+def wait_gone(pid: int, started: float | None, timeout_s: float = 10.0) -> None:
+    """Wait until a process we signalled is gone (its run locks are free only then)."""
+    deadline = time.monotonic() + timeout_s
+    while process_alive(pid, started) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
@@ -148,13 +157,17 @@ class Supervisor:
             if process_alive(job.pid, job.pid_started):
                 self._log(f"job {job.id}: killing process group {job.pid} left by a dead supervisor")
                 kill_group(job.pid)
+                wait_gone(job.pid, job.pid_started)
+            stop = "cancelled" if job.cancel_requested else "interrupted"
+            sealed = self._seal_runs(job, stop, "the worker stopped while this run trained")
+
             def change(j: Job) -> Job | None:
                 if j.state != "running" or j.id in self.children:
                     return None
                 if j.cancel_requested:
-                    return replace(j, state="cancelled", finished_at=time.time(),
+                    return replace(j, state="cancelled", finished_at=time.time(), outcomes={**j.outcomes, **sealed},
                                    error="cancelled (the worker stopped while cancelling it)")
-                return replace(j, state="interrupted", finished_at=time.time(),
+                return replace(j, state="interrupted", finished_at=time.time(), outcomes={**j.outcomes, **sealed},
                                error="the worker stopped while this job ran (killed, or the machine restarted); "
                                      "its finished runs are kept in the store: queue it again to train the rest")
             if self.queue.update(job.id, change) is not None:
@@ -206,7 +219,7 @@ class Supervisor:
             return
         child.stop_reason, child.term_at = reason, time.monotonic()
         self._log(f"job {child.job_id}: stopping ({reason})")
-        kill_group(child.popen.pid, signal.SIGTERM)
+        kill_group(child.popen.pid, signal.SIGUSR1 if reason == "timed_out" else signal.SIGTERM)
 
     def _launch(self, job: Job) -> bool:
         used = {c.slot for c in self.children.values()}
@@ -253,14 +266,32 @@ class Supervisor:
             del self.children[child.job_id]
             self._finish(child, rc)
 
+    def _seal_runs(self, job: Job, status: str, error: str) -> dict[str, str]:
+        """Seal the runs this job's (now dead) process left open, as ``status``; run_id -> sealed status."""
+        try:
+            sealed = self.queue.store().seal_abandoned(job.run_ids, status, error, owner={"job_id": job.id},
+                                                       purpose=f"supervisor of job {job.id}")
+        except Exception as exc:  # a damaged or full store: say so; readers still show those runs interrupted
+            self._log(f"job {job.id}: could not seal its open runs: {type(exc).__name__}: {exc}")
+            return {}
+        for run_id, st in sealed.items():
+            self._log(f"job {job.id}: sealed run {run_id} left open by its process as {st}")
+        return sealed
+
     def _finish(self, child: _Child, rc: int) -> None:
         log = self.queue.log_path(child.job_id)
+        # The runs first, the job after: whoever sees the job ended sees its runs ended too.
+        run_status = {"cancelled": "cancelled", "timed_out": "timed_out", "shutdown": "cancelled"}.get(
+            child.stop_reason or "", "failed" if rc == EXIT_FAILED else "interrupted")
+        job = self.queue.get(child.job_id)
+        sealed = self._seal_runs(job, run_status, f"the job's process ended ({child.stop_reason or f'exit {rc}'}) "
+                                                  "before it recorded this run's end") if job else {}
 
         def end(j: Job) -> Job | None:
             if j.state != "running" or j.attempts != child.attempt:
                 return None
             kept = "finished runs are kept in the store"
-            done = {"finished_at": time.time()}
+            done = {"finished_at": time.time(), "outcomes": {**j.outcomes, **sealed}}
             if child.stop_reason == "cancelled":
                 return replace(j, state="cancelled", error=f"cancelled by the user; {kept}", **done)
             if child.stop_reason == "timed_out":

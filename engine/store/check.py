@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import RunLockedError, StoreError
-from .layout import LIVE_RE, PART_RE, SEALED_RE, TMP_SUFFIX, atomic_write_json, holder_info, try_lock
+from .layout import LIVE_RE, PART_RE, SEALED_RE, TMP_SUFFIX, atomic_write_json, try_lock
 from .reader import (Manifest, PartEntry, check_parquet, part_index, read_live_attempt, read_manifest,
                      take_snapshot)
 
@@ -204,7 +204,7 @@ def _sealed_epoch_count(store: "RunStore", path: str, key: tuple[str, int]) -> i
 
 
 def _check_live(store: "RunStore", d: Path, committed: dict, repair: bool, now: float) -> list[Finding]:
-    from .writer import seal
+    from .writer import seal_abandoned
 
     layout = store.layout
     problems: list = []
@@ -242,26 +242,15 @@ def _check_live(store: "RunStore", d: Path, committed: dict, repair: bool, now: 
     if not repair:
         return [f]
     try:
-        lock = try_lock(layout.lock_file(a.run_id), f"run {a.run_id}", retries=0,
-                        holder_info=dict(holder_info(a.run_id, -1), purpose="check --repair"))
+        sealed = seal_abandoned(store, d, "interrupted", a.error or "its writer is gone", "check --repair")
     except RunLockedError:
         return [Finding(f.kind, f.path, f.message, "left alone: a process holds the run's lock right now")]
-    try:
-        # re-read under the lock: the log cannot grow any more
-        a = read_live_attempt(store.cache, layout, d, time.time() + 1e9, [])
-        if a is None:
-            return [f]
-        if a.status == "running":
-            a.status = "interrupted"
-        if a.ended_at is None:
-            a.ended_at = a.heartbeat_at
-        try:
-            seal(store, a)
-        except StoreError as e:
-            return [Finding(f.kind, f.path, f.message, f"not sealed: {e}")]
-        return [Finding(f.kind, f.path, f.message, f"sealed as {a.status} with all {len(a.epochs)} epochs", True)]
-    finally:
-        lock.release()
+    except StoreError as e:
+        return [Finding(f.kind, f.path, f.message, f"not sealed: {e}")]
+    if sealed is None:
+        return [f]
+    return [Finding(f.kind, f.path, f.message, f"sealed as {sealed.status} with all {len(sealed.epochs)} epochs",
+                    True)]
 
 
 def _fix_file(store: "RunStore", p, repair: bool, have_comp_lock: bool) -> Finding:

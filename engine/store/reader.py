@@ -361,12 +361,18 @@ def read_live_attempt(cache: ReaderCache, layout: Layout, d: Path, now: float,
         a.ended_at = final.get("ended_at")
         a.has_checkpoint = bool(final.get("has_checkpoint"))
         return a
-    if now - beat > 2 * a.heartbeat_s and not _writer_alive(layout, a):
+    if heartbeat_stale(now, beat, a.heartbeat_s) and not _writer_alive(layout, a):
         a.status = "interrupted"
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(beat))
         a.error = (f"the writing process (pid {a.meta.get('pid', '?')} on {a.meta.get('hostname', '?')}) stopped: "
                    f"no heartbeat since {when} UTC")
     return a
+
+
+def heartbeat_stale(now: float, beat: float, heartbeat_s: float) -> bool:
+    """No sign of life for longer than one heartbeat interval: time to ask the run's lock whether the writer lives.
+    (A live writer beats every interval; a slow one still holds the lock, so this only decides when to look.)"""
+    return now - beat > heartbeat_s
 
 
 def _writer_alive(layout: Layout, a: Attempt) -> bool:
@@ -598,5 +604,5 @@ def store_version(layout: Layout) -> str:
             hb = json.loads(Path(e.path, "start.json").read_bytes()).get("heartbeat_s", 5.0)
         except (OSError, ValueError):
             continue
-        bits.append(f"{e.name}:{size}:{int(now - beat > 2 * hb)}")
+        bits.append(f"{e.name}:{size}:{int(heartbeat_stale(now, beat, hb))}")
     return "|".join(bits)

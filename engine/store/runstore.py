@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreError, StoreValidationError
-from .layout import Layout, atomic_write_table, check_run_id
+from .errors import RunLockedError, StoreError, StoreValidationError
+from .layout import LIVE_RE, Layout, atomic_write_table, check_run_id
 from .reader import Problem, ReaderCache, Snapshot, existing_attempts, store_version, take_snapshot
 from .schema import CACHED_STATUSES
 
@@ -87,6 +87,32 @@ class RunStore:
                       "added_at": pa.array([now] * len(run_ids), pa.timestamp("us", tz="UTC"))})
         name = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(3)}.parquet"
         atomic_write_table(self.layout.studies / name, t, self.durable)
+
+    def seal_abandoned(self, run_ids, status: str, error: str, owner: dict | None = None,
+                       purpose: str = "sealing runs left open") -> dict[str, str]:
+        """Seal the live attempts of these runs whose writing process is gone, so that nobody reads them as
+        ``running`` any more: a result their ``finish`` recorded stands, the rest end as ``status`` with ``error``.
+        ``owner``: meta values an attempt must carry to be sealed (e.g. the job that opened it). Attempts whose lock a
+        live process holds are left alone. Returns run_id -> the status it was sealed with."""
+        from .writer import seal_abandoned
+
+        wanted = set(run_ids)
+        sealed: dict[str, str] = {}
+        try:
+            entries = sorted(os.listdir(self.layout.live))
+        except FileNotFoundError:
+            return sealed
+        for name in entries:
+            m = LIVE_RE.match(name)
+            if not m or m.group(1) not in wanted:
+                continue
+            try:
+                a = seal_abandoned(self, self.layout.live / name, status, error, purpose, owner)
+            except RunLockedError:
+                continue  # a live process writes it: not abandoned
+            if a is not None:
+                sealed[a.run_id] = a.status
+        return sealed
 
     def maybe_compact(self) -> None:
         """Compact when enough sealed attempts piled up; never fails the caller (the run is already safe)."""

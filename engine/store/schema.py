@@ -14,8 +14,8 @@ from engine.config import FIELD_KINDS
 
 from .errors import StoreValidationError
 
-STATUSES = ("running", "completed", "diverged", "failed", "cancelled", "interrupted")
-FINISH_STATUSES = ("completed", "diverged", "failed", "cancelled")
+STATUSES = ("running", "completed", "diverged", "failed", "cancelled", "timed_out", "interrupted")
+FINISH_STATUSES = ("completed", "diverged", "failed", "cancelled", "timed_out")
 CACHED_STATUSES = ("completed", "diverged")  # a result the engine reuses instead of training again
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_METRICS = 256

@@ -25,8 +25,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from engine.faults import pause_point
+
 from .errors import RunAlreadyFinishedError, StoreError, StoreValidationError
-from .layout import (HeldLock, atomic_write_bytes, atomic_write_json, atomic_write_table, check_run_id,
+from .layout import (LIVE_RE, HeldLock, atomic_write_bytes, atomic_write_json, atomic_write_table, check_run_id,
                      holder_info, try_lock)
 from .reader import existing_attempts
 from .schema import (CACHED_STATUSES, FINISH_STATUSES, MAX_METRICS, RESERVED_METRIC_NAMES, Attempt, check_config,
@@ -165,6 +167,7 @@ class RunWriter:
         # The result first (cheap, no fsync): from here on a kill cannot turn this run into "interrupted".
         atomic_write_json(self._live_dir / "final.json", final_record(a), durable=False)
         self._status = status
+        pause_point("sealing")
         try:
             seal(store, a)
         finally:
@@ -216,6 +219,37 @@ def seal(store: "RunStore", a: Attempt) -> None:
     atomic_write_table(layout.sealed_epochs(a.run_id, a.attempt), epochs_table([a]), store.durable)
     atomic_write_table(run_path, runs_table([a]), store.durable)
     shutil.rmtree(layout.live_dir(a.run_id, a.attempt), ignore_errors=True)
+
+
+def seal_abandoned(store: "RunStore", live_dir: Path, status: str, error: str, purpose: str,
+                   owner: dict | None = None) -> Attempt | None:
+    """Seal a live attempt whose writer is gone. A result that ``finish`` recorded (final.json) stands; an attempt
+    that was still open ends as ``status`` with ``error``. Returns the sealed attempt, or None when there was nothing
+    to seal: the folder is gone (sealed meanwhile) or unreadable, or its meta does not match ``owner`` (only the
+    runs a given job opened are its to seal). Raises RunLockedError when a live process holds the run's lock."""
+    from .reader import read_live_attempt
+
+    m = LIVE_RE.match(live_dir.name)
+    if not m:
+        return None
+    lock = try_lock(store.layout.lock_file(m.group(1)), f"run {m.group(1)}", retries=0,
+                    holder_info=dict(holder_info(m.group(1), -1), purpose=purpose))
+    try:
+        # read under the lock (and as if long after the last heartbeat): the log cannot grow any more
+        try:
+            a = read_live_attempt(store.cache, store.layout, live_dir, time.time() + 1e9, [])
+        except FileNotFoundError:
+            return None
+        if a is None or any(a.meta.get(k) != v for k, v in (owner or {}).items()):
+            return None
+        if a.status in ("running", "interrupted"):
+            a.status, a.error = status, error
+        if a.ended_at is None:
+            a.ended_at = a.heartbeat_at
+        seal(store, a)
+        return a
+    finally:
+        lock.release()
 
 
 def open_run(store: "RunStore", run_id: str, config: dict, meta: dict, heartbeat_s: float = 5.0) -> RunWriter:

@@ -257,7 +257,7 @@ def format_plan(plan: Plan) -> str:
                 states[s] = states.get(s, 0) + 1
             lines.append("  of the missing, the store has unfinished attempts: "
                          + ", ".join(f"{s} {n}" for s, n in sorted(states.items()))
-                         + " (failed, cancelled and interrupted runs are retried)")
+                         + " (failed, cancelled, timed-out and interrupted runs are retried)")
         if plan.stacks:
             lines.append(f"missing runs train as {len(plan.stacks)} stacks on {plan.workers} "
                          f"worker{'s' if plan.workers != 1 else ''}")

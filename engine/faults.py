@@ -1,0 +1,29 @@
+"""Named pause points, so tests can stop a process at an exact moment instead of guessing it with sleeps.
+
+A no-op unless ``$ABLATION_LAB_PAUSE_AT`` names the point (comma-separated names). A process that reaches a named
+point writes ``paused-<point>-<pid>`` into ``$ABLATION_LAB_PAUSE_DIR`` (the state a test waits for) and then waits
+for signals for ever: a signal whose handler raises (a job's stop outside a shielded block) ends the wait with that
+exception; otherwise only SIGKILL ends it. The points:
+
+* ``before-first-epoch``: ``train_stack`` has opened its runs and built the model, no epoch has run;
+* ``sealing``: ``RunWriter.finish`` has recorded the run's result (final.json) and not yet sealed it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+PAUSE_ENV = "ABLATION_LAB_PAUSE_AT"
+PAUSE_DIR_ENV = "ABLATION_LAB_PAUSE_DIR"
+
+
+def pause_point(name: str) -> None:
+    points = os.environ.get(PAUSE_ENV)
+    if not points or name not in points.split(","):
+        return
+    folder = Path(os.environ.get(PAUSE_DIR_ENV) or tempfile.gettempdir())
+    (folder / f"paused-{name}-{os.getpid()}").write_text(str(os.getpid()))
+    while True:
+        signal.pause()
