@@ -21,7 +21,8 @@ RUNAWAY = "SELECT sum(a.range * b.range) FROM range(100000) a, range(100000) b"
 
 @pytest.fixture(scope="module")
 def console(seeded_store):
-    return SqlConsole.for_store(seeded_store.store(), timeout_s=1.0, max_rows=1000)
+    # 3 s: a runaway is stopped soon, while an ordinary query has a wide margin even on a loaded machine
+    return SqlConsole.for_store(seeded_store.store(), timeout_s=3.0, max_rows=1000)
 
 
 @pytest.fixture(scope="module")
@@ -123,29 +124,34 @@ def test_normal_queries_see_the_store(console, seeded_store):
 
 
 def test_row_cap_streams_without_materialising(console):
-    t = time.perf_counter()
-    res = console.run("SELECT * FROM range(100000) a, range(100000) b")  # 10 billion rows
+    # 10 billion rows: materialised, they would run into the time limit (SqlStopped) or out of memory
+    res = console.run("SELECT * FROM range(100000) a, range(100000) b")
     assert res.truncated and len(res.frame) == 1000
-    assert time.perf_counter() - t < 1.0
 
 
 def test_normal_query_right_after_a_stopped_runaway(console):
     with pytest.raises(SqlStopped, match="stopped after"):
         console.run(RUNAWAY)
-    t = time.perf_counter()
     assert console.run("SELECT 42 AS x").frame["x"].iloc[0] == 42
-    assert time.perf_counter() - t < 1.0
+
+
+def query_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "sql-console-query")
 
 
 def test_other_users_keep_working_during_a_runaway(console):
     errors = []
+    before = query_threads()
     runaway = threading.Thread(target=lambda: errors.append(pytest.raises(SqlStopped, console.run, RUNAWAY)))
     runaway.start()
-    time.sleep(0.2)
-    t = time.perf_counter()
+    deadline = time.monotonic() + 30
+    while query_threads() == before and time.monotonic() < deadline:  # until the runaway's query is under way
+        time.sleep(0.005)
+    assert runaway.is_alive(), "the runaway query ended before it could be watched"
     res = console.run("SELECT count(*) AS n FROM runs")
-    assert time.perf_counter() - t < 1.0 and res.frame["n"].iloc[0] > 0
-    runaway.join(10)
+    # answered while the runaway still ran: the second user did not wait for it to be stopped
+    assert runaway.is_alive() and res.frame["n"].iloc[0] > 0
+    runaway.join(30)
     assert not runaway.is_alive() and errors
 
 

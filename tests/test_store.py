@@ -187,17 +187,25 @@ def test_failed_and_cancelled_attempts_are_kept_and_retried(store):
     assert queries.status_counts(store).set_index("status").n.to_dict()["completed"] == 1
 
 
+def backdate(store: RunStore, run_id: str, attempt: int = 1, seconds: float = 60.0) -> None:
+    """Make a live attempt's last sign of life ``seconds`` old, instead of sleeping through heartbeat intervals."""
+    d = store.layout.live_dir(run_id, attempt)
+    old = time.time() - seconds
+    for name in ("heartbeat", "epochs.jsonl"):
+        os.utime(d / name, (old, old))
+
+
 def test_running_then_interrupted_when_heartbeat_stops(store):
     cfg = RunConfig(seed=4)
     w = store.open_run(cfg.run_id, cfg.to_dict(), META, heartbeat_s=0.05)
     w.log_epoch(0, {"loss": 1.0})
-    time.sleep(0.2)
+    backdate(store, cfg.run_id)
     assert store.get(cfg.run_id).status == "running"  # heartbeat thread alive and lock held
     # Simulate a dead writer: stop its heartbeat and drop its lock without finishing.
     w._stop.set()
     w._beat.join()
     w._close()
-    time.sleep(0.15)
+    backdate(store, cfg.run_id)
     rec = store.get(cfg.run_id)
     assert rec.status == "interrupted" and "no heartbeat" in rec.error and rec.n_epochs == 1
 
@@ -207,7 +215,7 @@ def test_heartbeat_stale_but_lock_held_reads_running(store):
     w = store.open_run(cfg.run_id, cfg.to_dict(), META, heartbeat_s=0.05)
     w._stop.set()  # heartbeat stops, but the process (lock) is alive: e.g. a long epoch or a paused process
     w._beat.join()
-    time.sleep(0.2)
+    backdate(store, cfg.run_id)
     assert store.get(cfg.run_id).status == "running"
     w.finish("completed")
     assert store.get(cfg.run_id).status == "completed"
@@ -392,7 +400,7 @@ def test_check_and_repair(store):
     tmp.write_bytes(b"partial")
     old = time.time() - 3600
     os.utime(tmp, (old, old))
-    time.sleep(0.15)
+    backdate(store, cfg.run_id)
     report = store.check()
     kinds = {f.kind for f in report.findings}
     assert not report.ok and {"unfinished", "temp"} <= kinds

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from engine.store import RunStore
 from engine.study.spec import load_study
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,17 +57,17 @@ def test_sigint_keeps_finished_runs_cancels_running_ones_and_restart_completes(t
     assert len(short) == 5 and len(long) == 1
 
     proc = run_cli(path, store_root)
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        done = sum(1 for r in short if store.attempts(r).get(1) == "completed")
-        running = all(store.attempts(r).get(1) == "running" for r in long)
-        if done == len(short) and running:
-            break
+
+    def ready_to_interrupt() -> bool:
         assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    else:
+        done = sum(1 for r in short if store.attempts(r).get(1) == "completed")
+        return done == len(short) and all(store.attempts(r).get(1) == "running" for r in long)
+    try:
+        wait_for(ready_to_interrupt, 150, every=0.1, what="five runs completed and the long one running",
+                 show=lambda: {r: store.attempts(r) for r in short + long})
+    except AssertionError:
         proc.kill()
-        pytest.fail("the study did not reach the state to interrupt")
+        raise
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
