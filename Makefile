@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install browser bench clean-venv
+.PHONY: run test test-repeat install browser bench clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ browser:
 
 test: install browser
 	$(PY) -m pytest -n 2 --timeout 600 -q
+
+# Flakiness check before resolving anything that touches the suite: RUNS quiet runs, then LOADED_RUNS with one core
+# kept busy by another process. Logs in test-artifacts/repeat/.
+RUNS ?= 5
+LOADED_RUNS ?= 3
+test-repeat: install browser
+	bash .ci/test-repeat $(RUNS) $(LOADED_RUNS)
 
 bench: install
 	$(PY) bench/train_throughput.py
