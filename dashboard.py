@@ -68,16 +68,21 @@ def overview() -> None:
         c: st.column_config.NumberColumn(c.replace("final_", ""), format="%.4g") for c in headline})
 
 
-LAUNCH = Path(__file__).resolve().parent / "pages" / "5_Launch.py"  # the Launch page (engine/jobs), when present
+PAGES = Path(__file__).resolve().parent / "pages"
+# The Launch page (engine/jobs), when present: pages/launch.py, or pages/5_Launch.py, its name before the rename.
+LAUNCH = next((f"pages/{name}" for name in ("launch.py", "5_Launch.py") if (PAGES / name).exists()), None)
 
 pages = [
     st.Page(overview, title="Overview", icon=":material/home:", default=True),
-    *([st.Page("pages/5_Launch.py", title="Launch", icon=":material/rocket_launch:", url_path="launch")]
-      if LAUNCH.exists() else []),
+    *([st.Page(LAUNCH, title="Launch", icon=":material/rocket_launch:", url_path="launch")] if LAUNCH else []),
     st.Page("pages/curves.py", title="Curves", icon=":material/show_chart:"),
     st.Page("pages/tables.py", title="Tables", icon=":material/table:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/compare:"),
     st.Page("pages/sql.py", title="SQL", icon=":material/terminal:"),
 ]
 st.set_page_config(page_title="Ablation Lab", layout="wide")
+# .streamlit/config.toml hides the sidebar navigation so that the menu Streamlit builds from the pages/ folder on a
+# fresh server's first script run (dashboard, Launch, curves, ...) is never shown; this router's menu is shown on
+# every run. The option is process-wide: set it right before st.navigation, which leaves the pages/ fallback for good.
+st.set_option("client.showSidebarNavigation", True)
 st.navigation(pages).run()

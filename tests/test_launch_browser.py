@@ -1,86 +1,43 @@
 """The Launch page in a real browser (headless Chromium + Playwright) against a real Streamlit server and a real
-worker: launch a small points study, watch its progress bar reach 100%, open its runs in Curves; launch a long run
-and cancel it from the jobs panel, and see it cancelled.
+worker: launch a small points study, watch its progress bar reach 100% and its card say completed, open its runs in
+Curves; launch a long run and cancel it from the jobs panel, and see it cancelled.
 
-The app is dashboard.py once it registers pages/5_Launch.py; until then a minimal router with the Launch, Curves and
-Tables pages stands in for it.
+The server is fresh: this is its first session, the case where Streamlit's pages/ fallback ran the first script run
+(issue 15). Every step waits for what the user would see, with a generous bound; on failure the test prints what the
+page held (sidebar, cards, dialogs), the job queue's records and the worker's log, and saves a screenshot under
+test-artifacts/.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from engine.jobs import JobQueue
 from engine.jobs.worker import stop_supervisor
+from tests.browser_helpers import (APP_NAV, CHROMIUM, CHROMIUM_ARGS, RUN_TIMEOUT_MS, TRACKER_JS, idle,
+                                   report_failure, screenshot, sidebar_nav, streamlit_server, tail,
+                                   wait_for_app_nav)
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
-
-FALLBACK_ROUTER = '''import streamlit as st
-R = {pages!r}
-def home():
-    st.title("Ablation Lab")
-st.navigation([st.Page(home, title="Overview", default=True),
-               st.Page(R + "/5_Launch.py", title="Launch", url_path="launch"),
-               st.Page(R + "/curves.py", title="Curves"), st.Page(R + "/tables.py", title="Tables")]).run()
-'''
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+JOB_TIMEOUT_MS = 240_000  # a 4-run, 3-epoch points study trains in seconds; this bounds a loaded machine
 
 
 @pytest.fixture
 def app(tmp_path):
-    """(base URL, store root) of a Streamlit server on a fresh store; server, worker and jobs are gone afterwards."""
+    """(base URL, store root) of a fresh Streamlit server on a fresh store; server, worker and jobs are gone
+    afterwards."""
     root = tmp_path / "store"
     root.mkdir()
-    main = REPO / "dashboard.py"
-    if "5_Launch.py" not in main.read_text():
-        main = tmp_path / "router.py"
-        main.write_text(FALLBACK_ROUTER.format(pages=str(REPO / "pages")))
-    port = _free_port()
-    env = {**os.environ, "ABLATION_LAB_STORE": str(root), "ABLATION_LAB_MAX_RUNNING": "2",
-           "ABLATION_LAB_WORKER_IDLE_S": "20", "PYTHONPATH": str(REPO)}
-    log = open(tmp_path / "server.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(main), "--server.headless", "true",
-                               "--server.address", "127.0.0.1", "--server.port", str(port),
-                               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(base + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            raise AssertionError("the Streamlit server did not start: " + (tmp_path / "server.log").read_text())
-        time.sleep(0.2)
+    env = {"ABLATION_LAB_MAX_RUNNING": "2", "ABLATION_LAB_WORKER_IDLE_S": "20"}
     try:
-        yield base, root
+        with streamlit_server(root, tmp_path / "server.log", env=env) as base:
+            yield base, root
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
         stop_supervisor(root)
         for job in JobQueue(root).jobs():
             if job.pid:
@@ -90,10 +47,18 @@ def app(tmp_path):
                     pass
 
 
-def idle(page, timeout: float = 60_000) -> None:
-    """Wait for the script run a widget change started to end."""
-    page.wait_for_timeout(300)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+def queue_state(queue: JobQueue) -> str:
+    """The job queue's records (without the configs) and the worker log's tail, for a failure's output."""
+    lines = ["===== job queue ====="]
+    try:
+        for job in queue.jobs():
+            d = {k: v for k, v in job.to_dict().items() if k not in ("configs", "spec")}
+            lines.append(json.dumps(d, default=str))
+        lines.extend(f"problem: {p}" for p in queue.problems())
+    except Exception as e:
+        lines.append(f"(could not read the queue: {type(e).__name__}: {e})")
+    lines.append(f"===== worker log ({queue.worker_log}) =====\n{tail(queue.worker_log)}")
+    return "\n".join(lines)
 
 
 def set_number(page, key: str, value) -> None:
@@ -104,12 +69,28 @@ def set_number(page, key: str, value) -> None:
 
 
 def pick(page, key: str, option: str) -> None:
+    """Add an option to a multiselect, and wait until it shows as picked."""
     box = page.locator(f".st-key-{key} input")
     box.click()
     box.fill(option)
     box.press("Enter")
     box.press("Escape")
     idle(page)
+    page.locator(f".st-key-{key}").get_by_text(option, exact=True).wait_for()
+
+
+def launched_job(page, queue: JobQueue, pattern: str):
+    """The job the launch message under a Launch button names (the message the user reads), from the queue."""
+    message = page.get_by_text(re.compile(pattern)).first
+    message.wait_for(timeout=RUN_TIMEOUT_MS)
+    job_id = re.search(r"[0-9a-f]{16}", message.inner_text()).group(0)
+    return queue.require(job_id)
+
+
+def wait_for_card_state(page, job_id: str, state: str, timeout: float = JOB_TIMEOUT_MS) -> None:
+    """Wait until the job's card in the jobs panel (refreshed every 1.5 s) says ``state``: its bold state label."""
+    card = page.locator(f".st-key-job-{job_id}")
+    card.locator("strong", has_text=re.compile(rf"^{state}$")).first.wait_for(timeout=timeout)
 
 
 def test_launch_watch_open_in_curves_and_cancel(app):
@@ -119,13 +100,18 @@ def test_launch_watch_open_in_curves_and_cancel(app):
     queue = JobQueue(root)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.add_init_script(TRACKER_JS)
+        page.set_default_timeout(RUN_TIMEOUT_MS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(60_000)
+            # --- the first session of a fresh server: the app's own navigation, then its Launch page ---------------
             page.goto(base)
-            page.get_by_role("link", name="Launch").click()
+            idle(page)
+            wait_for_app_nav(page)
+            page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Launch").click()
             page.get_by_role("button", name="Launch run").wait_for()
             idle(page)
+            assert page.url == f"{base}/launch" and sidebar_nav(page) == APP_NAV, (page.url, sidebar_nav(page))
 
             # --- a small points study: activation relu|tanh x 2 seeds, 3 epochs on 300 samples ------------------
             page.get_by_role("tab", name="Study").click()
@@ -137,40 +123,48 @@ def test_launch_watch_open_in_curves_and_cancel(app):
             pick(page, "study-f-activation", "tanh")
             expect(page.get_by_text(re.compile(r"2 cells × 2 seeds = 4 runs, 0 cached, 4 to train"))).to_be_visible()
             page.get_by_role("button", name="Launch study").dblclick()  # a double click launches once
-            expect(page.get_by_text(re.compile(r"(Queued job|Already launched as job) [0-9a-f]{16}"))).to_be_visible()
             idle(page)
-            [study_job] = queue.jobs()
-            assert study_job.kind == "study" and study_job.n_runs == 4
+            study_job = launched_job(page, queue, r"(Queued job|Already launched as job) [0-9a-f]{16}")
+            assert study_job.kind == "study" and study_job.n_runs == 4, study_job
+            assert {(c["epochs"], c["n_samples"], c["batch_size"]) for c in study_job.configs} == {(3, 300, 50)}, \
+                study_job.configs
+            assert {c["activation"] for c in study_job.configs} == {"relu", "tanh"}, study_job.configs
 
             # --- a long run, launched while the study trains ------------------------------------------------------
             page.get_by_role("tab", name="One run").click()
             set_number(page, "run-points-epochs", 10000)
             set_number(page, "run-points-batch_size", 1)
             page.get_by_role("button", name="Launch run").click()
-            expect(page.get_by_text(re.compile(r"Queued job [0-9a-f]{16}: points"))).to_be_visible()
-            long_job = next(j for j in queue.jobs() if j.kind == "run")
+            idle(page)
+            long_job = launched_job(page, queue, r"Queued job [0-9a-f]{16}: points")
+            assert long_job.kind == "run" and long_job.configs[0]["epochs"] == 10000, long_job.configs
 
-            # --- the study's progress bar reaches 100% ------------------------------------------------------------
+            # --- the study's progress bar reaches 100%, and its card says completed --------------------------------
             card = page.locator(f".st-key-job-{study_job.id}")
-            bar = card.get_by_role("progressbar")
-            expect(bar).to_have_attribute("aria-valuenow", "100", timeout=120_000)
-            expect(card.get_by_text("completed")).to_be_visible()
+            expect(card.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100", timeout=JOB_TIMEOUT_MS)
+            wait_for_card_state(page, study_job.id, "completed")
             assert queue.require(study_job.id).state == "completed"
 
             # --- cancel the long job from its card ---------------------------------------------------------------
             long_card = page.locator(f".st-key-job-{long_job.id}")
-            expect(long_card.get_by_text("running")).to_be_visible(timeout=60_000)
+            wait_for_card_state(page, long_job.id, "running")
             long_card.get_by_role("button", name="Cancel").click()
-            expect(long_card.get_by_text("cancelled", exact=False).first).to_be_visible(timeout=60_000)
+            wait_for_card_state(page, long_job.id, "cancelled")
             assert queue.require(long_job.id).state == "cancelled"
+            assert [j.id for j in queue.jobs() if j.kind == "study"] == [study_job.id]  # the double click: one job
+            card.scroll_into_view_if_needed()
+            screenshot(page, "7-launch-jobs")  # for reviewers: the cards, their state icons (Material, no emoji font)
 
             # --- the study's runs in Curves ----------------------------------------------------------------------
             card.get_by_role("link", name=re.compile("Open in Curves")).click()
-            page.wait_for_url(re.compile(r"f\.study="))
+            page.wait_for_url(re.compile(r"/curves\?.*f\.study="))
+            idle(page)
             expect(page.get_by_text(re.compile(r"^4 of \d+ runs match"))).to_be_visible()
             expect(page.locator('[data-testid="stVegaLiteChart"]').first).to_be_visible()
+            assert sidebar_nav(page) == APP_NAV, sidebar_nav(page)
         except BaseException:
-            page.screenshot(path=str(root.parent / "failure.png"), full_page=True)
+            report_failure(page, "launch", queue_state(queue) + "\n===== server log =====\n"
+                           + tail(root.parent / "server.log"))
             raise
         finally:
             browser.close()

@@ -43,8 +43,10 @@ PAGES_DIR = Path(__file__).resolve().parents[1] / "pages"
 RECENT_JOBS = 8
 MAX_CURVE_RUNS = 24
 REFRESH_S = 1.5
-STATE_ICON = {"queued": "⏳", "running": "▶️", "completed": "✅", "failed": "❌", "cancelled": "⏹️",
-              "timed_out": "⌛", "interrupted": "⚠️"}
+STATE_ICON = {"queued": ":gray[:material/schedule:]", "running": ":blue[:material/play_circle:]",
+              "completed": ":green[:material/check_circle:]", "failed": ":red[:material/error:]",
+              "cancelled": ":gray[:material/cancel:]", "timed_out": ":orange[:material/timer_off:]",
+              "interrupted": ":orange[:material/warning:]"}
 
 
 # --- what applies, what is valid ----------------------------------------------------------------------------------
