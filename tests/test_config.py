@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.cli import build_parser, config_from_args
+from engine.cli import build_parser
+from engine.cli.train import config_from_args
 from engine.config import ConfigError, RunConfig
 
 # (bad fields, words the message must contain: the field, the value and what is allowed)

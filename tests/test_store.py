@@ -2,7 +2,6 @@
 export and the CLI handlers. Real Parquet and real DuckDB throughout."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -20,7 +19,7 @@ from engine import queries  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
 from engine.store import (QueryError, RunAlreadyFinishedError, RunCancelled, RunStore, StoreError,  # noqa: E402
                           StoreValidationError, default_store_root)
-from engine.store.cli import add_store_commands  # noqa: E402
+from engine.cli import main as cli_main  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -502,10 +501,7 @@ def test_export_refuses_writes_and_unknown_names(filled, tmp_path):
 
 
 def _cli(argv):
-    ap = argparse.ArgumentParser(prog="python -m engine")
-    add_store_commands(ap.add_subparsers(dest="command", required=True))
-    args = ap.parse_args(argv)
-    return args.func(args)
+    return cli_main(argv)
 
 
 def test_cli_handlers(filled, tmp_path, capsys):
@@ -535,7 +531,7 @@ def test_cli_handlers(filled, tmp_path, capsys):
 
 def test_store_does_not_import_torch_or_streamlit():
     import subprocess
-    code = ("import sys; import engine.store, engine.queries, engine.store.cli, engine.store.check, "
+    code = ("import sys; import engine.store, engine.queries, engine.cli.store, engine.store.check, "
             "engine.store.compaction; bad = [m for m in ('torch', 'streamlit') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],

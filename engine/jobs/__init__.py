@@ -5,9 +5,8 @@
     runner.py   the process that executes one job (its own process group)
     limits.py   concurrency, queue cap, wall-clock limit
     device.py   what the machine has (CUDA devices and memory, MPS, CPU cores)
-    cli.py      `python -m engine jobs ...`
 
-Nothing here imports streamlit.
+``python -m engine jobs ...`` is engine/cli/jobs.py. Nothing here imports streamlit.
 """
 from .errors import JobError, JobNotFoundError, JobValidationError, QueueFullError
 from .limits import Limits, load_limits

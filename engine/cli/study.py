@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.cli.common import add_store_flag, open_store
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    from engine.cli import add_store_flag
     parser.add_argument("file", help="study TOML file")
     parser.add_argument("--quick", action="store_true", help="apply the file's [quick] table (fewer seeds, epochs)")
     parser.add_argument("--workers", type=int, default=None,
@@ -51,7 +52,6 @@ def add_study_commands(commands) -> None:
                               description="Runs every study of studies/ (exercises 1-4), then writes a markdown "
                                           "table: each line of the reference results beside the value measured "
                                           "here, and the study's qualitative findings as PASS/FAIL checks.")
-    from engine.cli import add_store_flag
     rep.add_argument("--quick", action="store_true", help="fewer epochs, seeds and cells: a few minutes on 2 cores")
     rep.add_argument("--out", default=None, help="report file [default: reproduce-report.md, or "
                                                  "reproduce-report-quick.md with --quick]")
@@ -65,7 +65,6 @@ def add_study_commands(commands) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from engine.cli import open_store
     from engine.study.plan import format_plan, make_plan
     from engine.study.spec import load_study
     _check_workers(args.workers)
@@ -91,7 +90,6 @@ def _check_workers(workers: int | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.cli import open_store
     from engine.study.executor import format_result, run_study
     from engine.study.spec import load_study
     _check_workers(args.workers)
@@ -108,7 +106,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from engine.cli import open_store
     from engine.study.reproduce import reproduce
     _check_workers(args.workers)
     _check_device(args.device)
