@@ -142,6 +142,18 @@ def test_device_auto_falls_back_to_cpu_without_gpu():
         resolve_device("cuda")
 
 
+@pytest.mark.parametrize("config", [
+    RunConfig(task="points", hidden=(4,), epochs=1),
+    RunConfig(task="colored_mnist", hidden=(4,), epochs=1, batch_size=256),
+    RunConfig(task="regression", dataset="hetero1d", loss="gaussian_nll", hidden=(4,), epochs=1, evaluate_test=True),
+], ids=["points", "colored_mnist", "regression-gaussian-test"])
+def test_the_loop_logs_exactly_the_metrics_engine_metrics_lists(config):
+    from engine.metrics import logged_metrics
+    sink = train(config)
+    logged = set(sink.epochs[0][1]) | {k for k in sink.summary if k.startswith("test_")}
+    assert logged == logged_metrics(config)
+
+
 def test_run_records_device_and_torch_version():
     sink = train(RunConfig(task="points", hidden=(4,), epochs=1))
     assert sink.meta["device"] == "cpu" and sink.meta["torch_version"] == torch.__version__

@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import metrics
 from engine.config import FIELD_KINDS, FIELD_NAMES, ConfigError, RunConfig
-from engine.objectives import headline_metric
 
 TOP_KEYS = ("name", "description", "metric", "goal", "seeds", "base", "factors", "grids", "cells", "quick")
 GRID_KEYS = ("label", "base", "factors")
@@ -525,28 +525,13 @@ def _blame(w: _Where, error: ConfigError, base: dict, grid: Grid, forced: dict) 
     return f", {table}.{field_name}" + (f" (line {line})" if line else "")
 
 
-def logged_metrics(config: RunConfig) -> set[str]:
-    """The metric names a run of ``config`` logs per epoch, plus its test_* summary values."""
-    if config.task == "regression":
-        names = {"mse", "nll", "within_1std", "within_2std"} if config.gaussian_head else {"mse"}
-    elif config.task == "colored_mnist":
-        names = {"digit_accuracy", "color_accuracy", "accuracy"}
-    else:
-        names = {"accuracy"}
-    out = {"train_loss", "grad_norm", "lr", "val_loss"} | {f"val_{n}" for n in names}
-    if config.evaluate_test:
-        out |= {"test_loss"} | {f"test_{n}" for n in names}
-    return out
-
-
 def _metric(w: _Where, data: dict, runs: list[Cell]) -> tuple[str, str]:
     first = runs[0].config
-    default_metric, default_goal = headline_metric(first)
-    metric = data.get("metric", default_metric)
+    metric = data.get("metric", metrics.headline_metric(first)[0])
     if not isinstance(metric, str):
         raise w.error("", "metric", f"must be a metric name, got {metric!r}")
     for cell in runs:
-        available = logged_metrics(cell.config)
+        available = metrics.logged_metrics(cell.config)
         if metric not in available:
             raise w.error("", "metric", f"cell {{{cell.label}}} does not log {metric!r}; it logs "
                                         f"{', '.join(sorted(available))}")
@@ -554,8 +539,6 @@ def _metric(w: _Where, data: dict, runs: list[Cell]) -> tuple[str, str]:
         goal = data["goal"]
         if goal not in ("max", "min"):
             raise w.error("", "goal", f"must be max or min, got {goal!r}")
-    elif metric == default_metric:
-        goal = default_goal
     else:
-        goal = "max" if ("accuracy" in metric or "within" in metric) else "min"
+        goal = metrics.goal(metric)
     return metric, goal
