@@ -17,7 +17,7 @@ from typing import Any
 import altair as alt
 import streamlit as st
 
-from engine.config import DATASETS, ConfigError, RunConfig, field_help
+from engine.config import STRUCTURAL, ConfigError, RunConfig, allowed_values, applies, field_help
 from engine.errors import is_user_error
 from engine.jobs import JobQueue, Limits, Submitted, load_limits
 from engine.jobs.device import MachineInfo, probe_machine
@@ -35,9 +35,6 @@ GROUPS = (
                                "min_lr", "step_size", "gamma", "grad_clip", "batch_size", "epochs", "seed",
                                "evaluate_test")),
 )
-# Fields whose choice decides which other fields apply and which choices are valid.
-STRUCTURAL = ("task", "dataset", "model", "activation", "loss", "optimizer", "schedule")
-SAMPLE = {"int": 1, "float": 0.5, "bool": False, "ints": [1]}
 NOT_FACTORS = ("task", "model", "seed")  # they change which fields apply: pick them in the base config
 PAGES_DIR = Path(__file__).resolve().parents[1] / "pages"
 RECENT_JOBS = 8
@@ -54,31 +51,6 @@ def _try(values: dict[str, Any]) -> tuple[RunConfig | None, str | None]:
         return RunConfig.from_dict(values), None
     except ConfigError as e:
         return None, str(e)
-
-
-def applies(name: str, struct: dict[str, Any]) -> bool:
-    """Does the field apply under these structural choices? (RunConfig canonicalises fields that do not to None
-    and rejects them when set.)"""
-    cfg, _ = _try(struct)
-    if cfg is not None and getattr(cfg, name) is not None:
-        return True
-    kind = field_help()[name]["kind"]
-    sample = field_help()[name]["choices"][0] if field_help()[name]["choices"] else SAMPLE[kind]
-    _, err = _try({**struct, name: sample})
-    return err is None or "applies only to" not in err
-
-
-def valid_choices(name: str, struct: dict[str, Any]) -> list[str]:
-    """The choices of a choice field that make a valid config with the structural choices made before it."""
-    out = []
-    choices = field_help()[name]["choices"]
-    if name == "dataset" and struct.get("task") in DATASETS:
-        choices = DATASETS[struct["task"]]  # the task's own order: its default first
-    for choice in choices:
-        cfg, _ = _try({**struct, name: choice})
-        if cfg is not None:
-            out.append(choice)
-    return out
 
 
 def _fmt_number(v: float) -> str:
@@ -138,7 +110,7 @@ def config_form(prefix: str, skip: tuple[str, ...] = (), columns: int = 4) -> tu
 def _widget(col, name: str, meta: dict, default: Any, struct: dict, key: str) -> Any:
     kind, text = meta["kind"], meta["help"]
     if meta["choices"]:
-        options = valid_choices(name, struct)
+        options = list(allowed_values(name, struct))
         index = options.index(default) if default in options else 0
         return col.selectbox(name, options, index=index, key=key, help=text)
     if kind == "bool":
@@ -212,7 +184,7 @@ def factor_inputs(prefix: str, base: dict[str, Any]) -> tuple[dict[str, Any], st
         with cols[1]:
             try:
                 if meta["choices"]:
-                    options = valid_choices(name, {k: v for k, v in struct.items() if k != name})
+                    options = list(allowed_values(name, {k: v for k, v in struct.items() if k != name}))
                     default = [base[name]] if base.get(name) in options else options[:1]
                     factors[name] = st.multiselect(name, options, default=default, key=key,
                                                    label_visibility="collapsed")
@@ -524,4 +496,4 @@ def resume_queue() -> None:
 
 __all__ = ["config_form", "factor_inputs", "minimal_base", "summary", "summary_text", "about_text", "submit", "launch_button",
            "machine", "device_label", "limits", "jobs_panel", "fragment_jobs_panel", "resume_queue", "study_data",
-           "to_toml", "applies", "valid_choices"]
+           "to_toml"]
