@@ -226,6 +226,23 @@ def test_torn_last_record_is_ignored(store):
     w._close()
 
 
+def test_the_live_log_format_is_the_one_livelog_defines(store):
+    """What the writer appends is what engine/store/livelog.py encodes and decodes, byte for byte."""
+    from engine.store.livelog import EPOCHS, decode_epoch_line, encode_epoch_line
+    cfg = RunConfig(seed=7)
+    w = store.open_run(cfg.run_id, cfg.to_dict(), META, heartbeat_s=0.05)
+    w.log_epoch(0, {"loss": 0.5, "acc": 1})
+    w.log_epoch(1, {"loss": float("nan"), "acc": float("-inf")})
+    lines = (store.layout.live_dir(cfg.run_id, 1) / EPOCHS).read_bytes().splitlines(keepends=True)
+    decoded = [decode_epoch_line(line) for line in lines]
+    assert [(e, m, x) for e, _, m, x in decoded] == [(0, {"loss": 0.5, "acc": 1.0}, {}),
+                                                     (1, {"loss": None, "acc": None}, {"loss": "nan", "acc": "-inf"})]
+    assert [encode_epoch_line(*d) for d in decoded] == lines
+    with pytest.raises(ValueError):
+        decode_epoch_line(b'{"t": 0.1}')
+    w.finish("completed")
+
+
 # --- studies, checkpoints, version --------------------------------------------------------------------------------
 
 def test_studies_checkpoint_and_version(store):
