@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 from engine.config import FIELD_KINDS
 from engine.store import EPOCH_FIXED, RUN_ID_RE, STATUSES, QueryError, Views, tmp_path_for
 
-__all__ = ["QueryError", "list_runs", "curves", "final_and_best", "pivot", "over_seeds",
-           "distinct_values", "study_progress", "status_counts", "sql", "export", "EXPORTABLE",
+__all__ = ["QueryError", "list_runs", "curves", "final_and_best", "pivot", "over_seeds", "distinct_values",
+           "study_progress", "status_counts", "runs_by_id", "epoch_times", "sql", "export", "EXPORTABLE",
            "EXPORT_FORMATS"]
 
 EXPORTABLE = ("runs", "attempts", "epochs", "all_epochs", "final_and_best", "status_counts", "study_progress")
@@ -265,6 +265,34 @@ def study_progress(store) -> "pd.DataFrame":
 
     return store.read(q)
 
+
+# --- what the study modules read ------------------------------------------------------------------------------
+
+def runs_by_id(store, run_ids: list[str]) -> "pd.DataFrame":
+    """The runs-view rows of these runs (those the store has): a study's plan, results and report."""
+    def q(ctx: Views):
+        return ctx.df(f"{ctx.with_('runs')} SELECT * FROM runs WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+                      [list(run_ids)])
+
+    return store.read(q)
+
+
+def epoch_times(store, tasks: list[str]) -> "pd.DataFrame":
+    """config_json, meta_json and the last epoch's epoch_time_s of the finished (completed or diverged) runs of
+    these tasks that logged it: what a study's time estimate learns from."""
+    def q(ctx: Views):
+        if "final_epoch_time_s" not in ctx.columns("runs"):
+            return ctx.df("SELECT NULL::VARCHAR AS config_json, NULL::VARCHAR AS meta_json, "
+                          "NULL::DOUBLE AS epoch_time_s WHERE false")
+        return ctx.df(f"""{ctx.with_('runs')}
+            SELECT config_json, meta_json, final_epoch_time_s AS epoch_time_s FROM runs
+            WHERE status IN ('completed', 'diverged') AND final_epoch_time_s IS NOT NULL
+              AND task IN (SELECT unnest(?::VARCHAR[]))""", [list(tasks)])
+
+    return store.read(q)
+
+
+# --- SQL from the user ----------------------------------------------------------------------------------------
 
 def _check_select(cur, query: str) -> None:
     import duckdb

@@ -10,8 +10,9 @@ import pytest
 from engine import queries
 from engine.cli import main
 from engine.store import RunStore
-from engine.study.executor import format_result, order_stacks, run_study
+from engine.study.executor import format_result, run_study
 from engine.study.plan import format_plan, make_plan
+from engine.study.schedule import order_stacks
 from engine.study.spec import load_study
 
 STUDY = """\

@@ -201,3 +201,35 @@ def test_engine_does_not_import_streamlit():
     code = ("import sys, engine.train, engine.cli, engine.store, engine.queries; "
             "sys.exit(1 if 'streamlit' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_an_interrupt_cancels_the_open_runs_and_carries_every_outcome(tmp_path):
+    from engine.store import RunStore
+    from engine.train import TrainingInterrupted
+    store = RunStore(tmp_path / "runs", durable=False)
+    short = RunConfig(task="points", hidden=(8,), epochs=1)
+    long = RunConfig(task="points", hidden=(8,), activation="tanh", epochs=3)
+
+    def progress(event):
+        if event.get("epochs") == 3 and event["epoch"] == 1:
+            raise KeyboardInterrupt  # what SIGINT does between two epochs
+
+    with pytest.raises(TrainingInterrupted) as stop:
+        run_configs([short, long], store, device="cpu", progress=progress)
+    assert {o.run_id: o.status for o in stop.value.outcomes} == {short.run_id: "completed", long.run_id: "cancelled"}
+    assert store.get(long.run_id).status == "cancelled" and store.get(long.run_id).n_epochs == 1
+
+
+def test_keep_going_fails_a_crashing_stack_and_trains_the_next(tmp_path, monkeypatch):
+    from engine.store import RunStore
+    from engine.tasks import DataNotAvailableError
+    from engine.train import InProcess
+    monkeypatch.setenv("ABLATION_LAB_DATA", str(tmp_path / "no-mnist-here"))
+    store = RunStore(tmp_path / "runs", durable=False)
+    missing = RunConfig(task="mnist", dataset="full", hidden=(4,), epochs=1)
+    points = RunConfig(task="points", hidden=(4,), epochs=1)
+    outcomes = run_configs([missing, points], store, device="cpu", executor=InProcess(keep_going=True))
+    assert [o.status for o in outcomes] == ["failed", "completed"]
+    assert "full MNIST not found" in outcomes[0].error and store.get(missing.run_id).status == "failed"
+    with pytest.raises(DataNotAvailableError):  # without keep_going (a job) the error propagates
+        run_configs([missing], store, device="cpu")

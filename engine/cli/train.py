@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
           file=sys.stderr)
     with tqdm(total=config.epochs, unit="epoch", file=sys.stderr, disable=args.quiet) as bar:
         def progress(event: dict) -> None:
-            bar.update(event["epoch"] - bar.n)
+            bar.update(event["run_epochs_done"] - bar.n)  # one run: its run-epochs are its epochs
         outcome = run_configs([config], store, device=args.device, progress=progress)[0]
     record = store.get(config.run_id)
     print(f"run_id: {config.run_id}")
