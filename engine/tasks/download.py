@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.tasks.mnist import MNIST_FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, mnist_dir, read_idx
+from engine.tasks.mnist import MNIST_FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_idx
 
 DEFAULT_BASE_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 
