@@ -23,7 +23,7 @@ from engine.jobs import JobQueue, Limits, Submitted, load_limits
 from engine.jobs.device import MachineInfo, probe_machine
 from engine.jobs.limits import ENV, default_max_running
 from engine.jobs.queue import REQUEUEABLE, job_id_for, validate_configs
-from engine.jobs.studies import expand, format_duration, plan_study, study_data, to_toml
+from engine.study.builder import expand, format_duration, plan_study, study_data, to_toml
 from engine.jobs.worker import ensure_supervisor
 from ui.state import get_store, store_root
 
