@@ -68,11 +68,11 @@ def overview() -> None:
         c: st.column_config.NumberColumn(c.replace("final_", ""), format="%.4g") for c in headline})
 
 
-LAUNCH = Path(__file__).resolve().parent / "pages" / "5_Launch.py"  # the Launch page (engine/jobs), when present
+LAUNCH = Path(__file__).resolve().parent / "pages" / "launch.py"  # the Launch page (engine/jobs), when present
 
 pages = [
     st.Page(overview, title="Overview", icon=":material/home:", default=True),
-    *([st.Page("pages/5_Launch.py", title="Launch", icon=":material/rocket_launch:", url_path="launch")]
+    *([st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:", url_path="launch")]
       if LAUNCH.exists() else []),
     st.Page("pages/curves.py", title="Curves", icon=":material/show_chart:"),
     st.Page("pages/tables.py", title="Tables", icon=":material/table:"),
