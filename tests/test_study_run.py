@@ -1,4 +1,4 @@
-"""Running studies against a real store with real worker processes: the plan counts what is cached, a run trains
+"""Running studies against a real store with real training processes: the plan counts what is cached, a run trains
 only what is missing (a second run trains nothing), membership is recorded for every cell, and a diverged or
 failed cell does not stop the study."""
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """``python -m engine jobs ...``: the job queue from a terminal (the dashboard's Launch page uses the same queue).
 
-    python -m engine jobs ls [--all]                 queued and running jobs (--all: finished ones too)
-    python -m engine jobs show JOB                   one job's record as JSON
-    python -m engine jobs submit --config run.toml   queue one run   (or --study FILE [--quick] for a study)
+    python -m engine jobs ls [--all]                     queued and running jobs (--all: finished ones too)
+    python -m engine jobs show JOB                       one job's record as JSON
+    python -m engine jobs submit --config run.toml       queue one run   (or --study FILE [--quick] for a study)
     python -m engine jobs cancel JOB | requeue JOB
-    python -m engine jobs worker [--max-running N]   run the supervisor in the foreground (one per store)
-    python -m engine jobs machine                    what this machine can train on
+    python -m engine jobs supervisor [--max-running N]   run the supervisor in the foreground (one per store;
+                                                         `jobs worker` is its old name)
+    python -m engine jobs machine                        what this machine can train on
 
 engine/cli/__init__.py's build_parser() calls ``add_job_commands(subparsers)``.
 """
@@ -65,7 +66,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                                  timeout_s=args.timeout_s, client_token=args.token)
     job = submitted.job
     print(f"{'queued' if submitted.created else 'already submitted'}: {_line(job)}")
-    if not args.no_worker:
+    if not args.no_supervisor:
         ensure_supervisor(queue.root)
     if args.wait:
         while job.active:
@@ -90,7 +91,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def cmd_supervisor(args: argparse.Namespace) -> int:
     from engine.jobs.worker import run_supervisor
     return run_supervisor(args, str(store_root(args)))
 
@@ -110,7 +111,7 @@ def cmd_machine(args: argparse.Namespace) -> int:
 def add_job_commands(commands) -> None:
     from engine.jobs.worker import add_worker_flags
 
-    jobs = commands.add_parser("jobs", help="the job queue the dashboard launches into: ls, submit, cancel, worker",
+    jobs = commands.add_parser("jobs", help="the job queue the dashboard launches into: ls, submit, cancel, supervisor",
                                description="Queue runs and studies for the store's supervisor process, which trains "
                                            "them outside any terminal or dashboard session.")
     sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
@@ -135,7 +136,8 @@ def add_job_commands(commands) -> None:
     p.add_argument("--token", default=None, help="idempotency token: the same submission with the same token "
                                                  "queues once")
     p.add_argument("--wait", action="store_true", help="wait until the job ends; exit 0 when it completed")
-    p.add_argument("--no-worker", action="store_true", help="do not start the supervisor")
+    p.add_argument("--no-supervisor", "--no-worker", dest="no_supervisor", action="store_true",
+                   help="do not start the supervisor")
     add_store_flag(p)
     p.set_defaults(func=cmd_submit)
 
@@ -146,10 +148,10 @@ def add_job_commands(commands) -> None:
         add_store_flag(p)
         p.set_defaults(func=fn)
 
-    p = sub.add_parser("worker", help="run the store's supervisor in the foreground")
+    p = sub.add_parser("supervisor", aliases=["worker"], help="run the store's supervisor in the foreground")
     add_worker_flags(p)
     add_store_flag(p)
-    p.set_defaults(func=cmd_worker)
+    p.set_defaults(func=cmd_supervisor)
 
     p = sub.add_parser("machine", help="what this machine can train on, and the default limits")
     p.set_defaults(func=cmd_machine)

@@ -17,14 +17,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="study TOML file")
     parser.add_argument("--quick", action="store_true", help="apply the file's [quick] table (fewer seeds, epochs)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="parallel worker processes [default: one per CPU core]")
+                        help="parallel training processes [default: one per CPU core]")
     add_store_flag(parser)
 
 
 def _device_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto: CUDA when there is a GPU (stacks then run one after the other in this "
-                             "process), else CPU worker processes [default: auto]")
+                             "process), else CPU training processes [default: auto]")
 
 
 def add_study_commands(commands) -> None:
@@ -41,7 +41,8 @@ def add_study_commands(commands) -> None:
     run = sub.add_parser("run", help="train the missing cells (stop with Ctrl-C; run again to resume)")
     _common(run)
     run.add_argument("--executor", default="local", choices=("local", "ray"),
-                     help="local: worker processes on this machine; ray: tasks on a Ray cluster [default: local]")
+                     help="local: training processes on this machine; ray: tasks on a Ray cluster "
+                          "[default: local]")
     run.add_argument("--address", default=None,
                      help="Ray cluster address (e.g. HOST:6379 or ray://HOST:10001) [default: a local Ray]")
     _device_flag(run)
@@ -56,7 +57,7 @@ def add_study_commands(commands) -> None:
     rep.add_argument("--out", default=None, help="report file [default: reproduce-report.md, or "
                                                  "reproduce-report-quick.md with --quick]")
     rep.add_argument("--studies", default=None, help="folder of the study files [default: studies/]")
-    rep.add_argument("--workers", type=int, default=None, help="parallel worker processes [default: one per core]")
+    rep.add_argument("--workers", type=int, default=None, help="parallel training processes [default: one per core]")
     rep.add_argument("--report-only", action="store_true", help="build the report from the store; train nothing")
     _device_flag(rep)
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
