@@ -1,9 +1,6 @@
 """The training loop: every task learns, runs are reproducible, divergence is caught, the store is a cache."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -195,12 +192,6 @@ def test_cuda_runs_keep_data_and_weights_on_the_gpu():
     sink = MemorySink()
     train_stack([config], [sink], device="auto")
     assert sink.status == "completed" and sink.meta["device"].startswith("cuda")
-
-
-def test_engine_does_not_import_streamlit():
-    code = ("import sys, engine.train, engine.cli, engine.store, engine.queries; "
-            "sys.exit(1 if 'streamlit' in sys.modules else 0)")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
 def test_an_interrupt_cancels_the_open_runs_and_carries_every_outcome(tmp_path):

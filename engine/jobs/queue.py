@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from engine.config import ConfigError, RunConfig
-from engine.store.layout import atomic_write_json
+from engine.store import atomic_write_json
 
 from .device import check_device
 from .errors import JobNotFoundError, JobValidationError, QueueFullError

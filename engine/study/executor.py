@@ -129,7 +129,7 @@ def _warm_up() -> None:
     """Import in this process what every training process needs, so that forked ones do not each import it again."""
     import pyarrow.parquet  # noqa: F401  (the store seals runs into Parquet)
 
-    import engine.store.writer  # noqa: F401
+    import engine.store  # noqa: F401  (its writer)
     import engine.train  # noqa: F401
 
 
