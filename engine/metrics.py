@@ -1,6 +1,6 @@
 """What a run logs, and which way is better: the facts about metric names, in one place (no torch).
 
-engine/objectives.py computes the task metrics and engine/train.py logs them under these names; a test holds the
+engine/objectives.py computes the task metrics and engine/train/loop.py logs them under these names; a test holds the
 training loop to ``logged_metrics``. Study files (engine/study/spec.py) and the dashboard's "better is" choices
 (ui/shape.py) ask here.
 """

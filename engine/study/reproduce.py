@@ -4,7 +4,8 @@ The reference (``../shared/reference/``) is a four-exercise study: ``reference-s
 ``reference-results.csv`` (its numbers). ``studies/ex{1..4}_{architecture,optimizer,loss,test}.toml`` hold one study
 per question, with the study's own choices as the base. This module
 
-1. runs them all (``--quick``: each file's [quick] table: fewer epochs, seeds and cells), sharing one worker pool;
+1. runs them all (``--quick``: each file's [quick] table: fewer epochs, seeds and cells), sharing one pool of
+   training processes;
 2. builds the report from the store, never from hard-coded numbers: for every line of the reference CSV, the
    reference value beside the value measured here (mean +- sample std over seeds, n) and a note; then each of the
    study's qualitative findings as a check, PASS or FAIL, with the numbers behind it.
