@@ -2,7 +2,6 @@
 Overview page; the other pages live in pages/, shared pieces in ui/, everything else in engine/."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import streamlit as st
 
@@ -68,13 +67,9 @@ def overview() -> None:
         c: st.column_config.NumberColumn(c.replace("final_", ""), format="%.4g") for c in headline})
 
 
-PAGES = Path(__file__).resolve().parent / "pages"
-# The Launch page (engine/jobs), when present: pages/launch.py, or pages/5_Launch.py, its name before the rename.
-LAUNCH = next((f"pages/{name}" for name in ("launch.py", "5_Launch.py") if (PAGES / name).exists()), None)
-
 pages = [
     st.Page(overview, title="Overview", icon=":material/home:", default=True),
-    *([st.Page(LAUNCH, title="Launch", icon=":material/rocket_launch:", url_path="launch")] if LAUNCH else []),
+    st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:", url_path="launch"),
     st.Page("pages/curves.py", title="Curves", icon=":material/show_chart:"),
     st.Page("pages/tables.py", title="Tables", icon=":material/table:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/compare:"),

@@ -6,9 +6,9 @@ for its best 3-layer net), MSE on the sigmoid output, SGD, batch 10, 20 epochs o
 samples), validation accuracy every epoch.
 
 * study runner: ``run_study`` on a fresh temporary store, as ``python -m engine study run`` does it: runs that differ
-  only in seed and learning rate train as one stacked model (3 stacks of 16), the stacks in parallel worker processes
+  only in seed and learning rate train as one stacked model (3 stacks of 16), the stacks in parallel training processes
   (one per core, one torch thread each), every epoch of every run written to the store. Timed end to end: planning,
-  worker start-up (spawn + import torch), training, store writes.
+  process start-up (fork, or spawn + import torch), training, store writes.
 * baseline: the loop the reference study wrote, once per run, one after the other: ``TensorDataset`` +
   ``DataLoader(shuffle=True)``, an ``nn.Sequential`` model, ``torch.optim.SGD``, ``loss.backward()`` per batch, and
   the validation accuracy at the end of each epoch. One torch thread (faster than two for a model this small,
@@ -93,7 +93,7 @@ def dataloader_run(config: RunConfig) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 epochs instead of 20")
-    parser.add_argument("--workers", type=int, default=None, help="study runner workers [default: one per core]")
+    parser.add_argument("--workers", type=int, default=None, help="training processes [default: one per core]")
     parser.add_argument("--hidden", default="50,50", help="the two hidden widths [default: 50,50]")
     parser.add_argument("--baseline-threads", type=int, default=1, help="torch threads of the baseline [default: 1]")
     parser.add_argument("--repeats", type=int, default=3,
@@ -133,7 +133,7 @@ def main() -> None:
     print(f"grid: {len(configs)} runs ({len(ACTIVATIONS)} activations x {len(LRS)} lrs x {len(SEEDS)} seeds), "
           f"hidden {hidden}, batch 10, {epochs} epochs")
     print(f"study runner: {study_s:.2f}s median of {len(times)} ({', '.join(f'{t:.2f}' for t in times)}; "
-          f"{workers} workers, stacked; store writes included)")
+          f"{workers} training processes, stacked; store writes included)")
     print(f"dataloader loops: {baseline_s:.2f}s (48 runs one after the other)")
     print(f"sweep_runs: {len(configs)}")
     print(f"sweep_epochs: {epochs}")

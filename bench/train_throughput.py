@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    torch.set_num_threads(1)  # one thread each, as the study runner's workers use
+    torch.set_num_threads(1)  # one thread each, as a study's training processes use
     epochs1, epochs2 = (2, 1) if args.quick else (20, 2)
     repeats = 1 if args.quick else args.repeats
     ex1 = RunConfig(task="points", hidden=(75,), activation="tanh", optimizer="adam", lr=0.01, batch_size=10,

@@ -15,7 +15,8 @@ import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Callable
 
 # Bump when a change to the engine changes what a config trains into: old cached runs then stop matching.
 ENGINE_VERSION = 1
@@ -35,6 +36,10 @@ SCHEDULES = ("constant", "cosine", "step")
 
 CLASSIFICATION_TASKS = ("points", "mnist", "colored_mnist")
 IMAGE_TASKS = ("mnist", "colored_mnist")
+# The losses each task allows (the first is its default), and the models.
+TASK_LOSSES = {"points": ("mse", "bce", "cross_entropy"), "mnist": ("cross_entropy", "mse"),
+               "colored_mnist": ("cross_entropy", "mse"), "regression": ("mse", "gaussian_nll")}
+TASK_MODELS = {task: MODELS if task in IMAGE_TASKS else ("mlp",) for task in TASKS}
 
 
 class ConfigError(ValueError):
@@ -137,9 +142,77 @@ class RunConfig:
 
 FIELD_NAMES = frozenset(f.name for f in fields(RunConfig))
 
-# Per-task defaults filled in when a field that applies is left unset.
-_TASK_DEFAULT_LOSS = {"points": "mse", "mnist": "cross_entropy", "colored_mnist": "cross_entropy",
-                      "regression": "mse"}
+
+
+# --- which fields apply where, and which choices are allowed -----------------------------------------------------------
+# The choices that decide which other fields apply and which values are allowed; a form asks `applies` and
+# `allowed_values` with these (unset ones take their defaults), and validation uses the same rules.
+STRUCTURAL = ("task", "dataset", "model", "loss", "optimizer", "schedule")
+
+
+@dataclass(frozen=True)
+class Conditional:
+    """A field that only some configs use. Where it does not apply it must stay unset (it is canonicalised to None,
+    so it cannot change the run id); where it does, an unset value takes ``default`` (a value, or a function of the
+    config)."""
+    where: str                       # how an error names the configs it applies to
+    when: Callable[[Any], bool]      # of a config, or of the structural choices (attributes task, model, ...)
+    default: Any
+
+
+def _generated(c: Any) -> bool:
+    return c.task == "points" or (c.task == "regression" and c.dataset == "hetero1d")
+
+
+def _cnn(c: Any) -> bool:
+    return c.model == "cnn"
+
+
+CONDITIONAL: dict[str, Conditional] = {
+    "n_samples": Conditional("points and regression/hetero1d", _generated, 1000),
+    "noise": Conditional("points and regression/hetero1d", _generated,
+                         lambda c: 0.1 if c.task == "points" else 1.0),
+    "class_balance": Conditional("points", lambda c: c.task == "points", 0.5),
+    "n_colors": Conditional("colored_mnist", lambda c: c.task == "colored_mnist", 3),
+    "normalize": Conditional("regression", lambda c: c.task == "regression", True),
+    "hidden": Conditional("model=mlp", lambda c: c.model == "mlp", lambda c: (75,) if c.task == "points" else (100,)),
+    "channels": Conditional("model=cnn", _cnn, (10, 10, 10)),
+    "kernel_sizes": Conditional("model=cnn", _cnn, lambda c: (3,) * len(c.channels or ())),
+    "pool": Conditional("model=cnn", _cnn, True),
+    "shared_trunk": Conditional("colored_mnist", lambda c: c.task == "colored_mnist", False),
+    "momentum": Conditional("optimizer sgd or rmsprop", lambda c: c.optimizer in ("sgd", "rmsprop"), 0.0),
+    "nesterov": Conditional("optimizer sgd", lambda c: c.optimizer == "sgd", False),
+    "min_lr": Conditional("schedule=cosine", lambda c: c.schedule == "cosine", 0.0),
+    "step_size": Conditional("schedule=step", lambda c: c.schedule == "step", 10),
+    "gamma": Conditional("schedule=step", lambda c: c.schedule == "step", 0.1),
+}
+
+
+def _choices(values: dict[str, Any]) -> SimpleNamespace:
+    """The structural choices of ``values``, unset ones at their defaults (the task's first data set and loss)."""
+    task = values.get("task") or "points"
+    defaults = {"task": task, "dataset": DATASETS.get(task, (None,))[0], "model": "mlp",
+                "loss": TASK_LOSSES.get(task, (None,))[0], "optimizer": "adam", "schedule": "constant"}
+    return SimpleNamespace(**{k: values.get(k) if values.get(k) is not None else v for k, v in defaults.items()})
+
+
+def applies(name: str, values: dict[str, Any]) -> bool:
+    """Does field ``name`` apply to configs with these structural choices (the other keys are ignored)?"""
+    rule = CONDITIONAL.get(name)
+    return rule is None or rule.when(_choices(values))
+
+
+def allowed_values(name: str, values: dict[str, Any]) -> tuple[Any, ...]:
+    """The values a choice field may take with these structural choices, its default first where that is fixed
+    (a task's data sets and losses); () for a field that is not a choice."""
+    c = _choices(values)
+    if name == "dataset":
+        return DATASETS.get(c.task, ())
+    if name == "loss":
+        return TASK_LOSSES.get(c.task, ())
+    if name == "model":
+        return TASK_MODELS.get(c.task, ())
+    return next((f.metadata.get("choices") or () for f in fields(RunConfig) if f.name == name), ())
 
 
 def _set(cfg: RunConfig, name: str, value: Any) -> None:
@@ -202,15 +275,16 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...], context: str = "") 
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}{context}, got {value!r}")
 
 
-def _only_for(cfg: RunConfig, name: str, applies: bool, where: str, default: Any) -> None:
+def _only_for(cfg: RunConfig, name: str) -> None:
     """A field that does not apply must stay unset (it is canonicalised to None); one that does gets its default."""
+    rule = CONDITIONAL[name]
     value = getattr(cfg, name)
-    if not applies:
+    if not rule.when(cfg):
         if value is not None:
-            raise ConfigError(f"{name} applies only to {where}, got {name}={value!r} here")
+            raise ConfigError(f"{name} applies only to {rule.where}, got {name}={value!r} here")
         return
     if value is None:
-        _set(cfg, name, default)
+        _set(cfg, name, rule.default(cfg) if callable(rule.default) else rule.default)
 
 
 def _range(name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
@@ -223,6 +297,15 @@ def _range(name: str, value: Any, lo: float | None = None, hi: float | None = No
         raise ConfigError(f"{name} must be {'<' if hi_open else '<='} {hi:g}, got {value!r}")
 
 
+def _why_not(task: str, loss: str) -> str:
+    """Why TASK_LOSSES refuses this loss for this task."""
+    if loss == "gaussian_nll":
+        return f"loss=gaussian_nll needs task=regression (it predicts a mean and a variance), got task={task}"
+    if task == "regression":
+        return f"task=regression allows loss {' or '.join(TASK_LOSSES[task])}, got loss={loss}"
+    return f"loss={loss} needs a binary task (points); task={task} has 10 classes: use cross_entropy"
+
+
 def _validate_and_canonicalise(cfg: RunConfig) -> None:
     for name, kind in FIELD_KINDS.items():
         _set(cfg, name, _check_type(name, getattr(cfg, name), kind))
@@ -233,12 +316,11 @@ def _validate_and_canonicalise(cfg: RunConfig) -> None:
         _set(cfg, "dataset", DATASETS[task][0])
     _choice("dataset", cfg.dataset, DATASETS[task], f" for task {task}")
 
-    generated = task == "points" or (task == "regression" and cfg.dataset == "hetero1d")
-    _only_for(cfg, "n_samples", generated, "points and regression/hetero1d", 1000)
-    _only_for(cfg, "noise", generated, "points and regression/hetero1d", 0.1 if task == "points" else 1.0)
-    _only_for(cfg, "class_balance", task == "points", "points", 0.5)
-    _only_for(cfg, "n_colors", task == "colored_mnist", "colored_mnist", 3)
-    _only_for(cfg, "normalize", task == "regression", "regression", True)
+    _only_for(cfg, "n_samples")
+    _only_for(cfg, "noise")
+    _only_for(cfg, "class_balance")
+    _only_for(cfg, "n_colors")
+    _only_for(cfg, "normalize")
     _range("n_samples", cfg.n_samples, 20, 1_000_000)
     _range("noise", cfg.noise, 0.0)
     _range("class_balance", cfg.class_balance, 0.0, 1.0, lo_open=True, hi_open=True)
@@ -250,17 +332,16 @@ def _validate_and_canonicalise(cfg: RunConfig) -> None:
     # --- model ---
     _choice("model", cfg.model, MODELS)
     _choice("activation", cfg.activation, ACTIVATIONS)
-    if cfg.model == "cnn" and task not in IMAGE_TASKS:
+    if cfg.model not in TASK_MODELS[task]:
         raise ConfigError(f"model=cnn needs an image task ({', '.join(IMAGE_TASKS)}), got task={task}")
-    is_mlp = cfg.model == "mlp"
-    _only_for(cfg, "hidden", is_mlp, "model=mlp", (75,) if task == "points" else (100,))
+    _only_for(cfg, "hidden")
     if cfg.hidden is not None:
         if len(cfg.hidden) > 16 or any(w < 1 or w > 100_000 for w in cfg.hidden):
             raise ConfigError(f"hidden must list at most 16 widths, each 1..100000, got {list(cfg.hidden)}")
-    _only_for(cfg, "channels", not is_mlp, "model=cnn", (10, 10, 10))
-    _only_for(cfg, "kernel_sizes", not is_mlp, "model=cnn", (3,) * len(cfg.channels or ()))
-    _only_for(cfg, "pool", not is_mlp, "model=cnn", True)
-    if not is_mlp:
+    _only_for(cfg, "channels")
+    _only_for(cfg, "kernel_sizes")
+    _only_for(cfg, "pool")
+    if cfg.model == "cnn":
         if not 1 <= len(cfg.channels) <= 8 or any(c < 1 or c > 1024 for c in cfg.channels):
             raise ConfigError(f"channels must list 1..8 conv layers, each 1..1024 channels, got {list(cfg.channels)}")
         if len(cfg.kernel_sizes) != len(cfg.channels):
@@ -271,35 +352,31 @@ def _validate_and_canonicalise(cfg: RunConfig) -> None:
                               f"got {list(cfg.kernel_sizes)}")
         if cfg.pool and len(cfg.channels) > 4:
             raise ConfigError(f"with pool=true at most 4 conv layers fit a 28x28 image, got {len(cfg.channels)}")
-    _only_for(cfg, "shared_trunk", task == "colored_mnist", "colored_mnist", False)
+    _only_for(cfg, "shared_trunk")
 
     # --- loss ---
     if cfg.loss is None:
-        _set(cfg, "loss", _TASK_DEFAULT_LOSS[task])
+        _set(cfg, "loss", TASK_LOSSES[task][0])
     _choice("loss", cfg.loss, LOSSES)
-    if cfg.loss == "gaussian_nll" and task != "regression":
-        raise ConfigError(f"loss=gaussian_nll needs task=regression (it predicts a mean and a variance), got task={task}")
-    if task == "regression" and cfg.loss not in ("mse", "gaussian_nll"):
-        raise ConfigError(f"task=regression allows loss mse or gaussian_nll, got loss={cfg.loss}")
-    if cfg.loss == "bce" and task != "points":
-        raise ConfigError(f"loss=bce needs a binary task (points); task={task} has 10 classes: use cross_entropy")
+    if cfg.loss not in TASK_LOSSES[task]:
+        raise ConfigError(_why_not(task, cfg.loss))
 
     # --- optimisation ---
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("schedule", cfg.schedule, SCHEDULES)
     _range("lr", cfg.lr, 0.0, 100.0, lo_open=True)
-    _only_for(cfg, "momentum", cfg.optimizer in ("sgd", "rmsprop"), "optimizer sgd or rmsprop", 0.0)
+    _only_for(cfg, "momentum")
     _range("momentum", cfg.momentum, 0.0, 1.0, hi_open=True)
-    _only_for(cfg, "nesterov", cfg.optimizer == "sgd", "optimizer sgd", False)
+    _only_for(cfg, "nesterov")
     if cfg.nesterov and not cfg.momentum:
         raise ConfigError("nesterov=true needs momentum > 0, got momentum=0")
     _range("weight_decay", cfg.weight_decay, 0.0)
-    _only_for(cfg, "min_lr", cfg.schedule == "cosine", "schedule=cosine", 0.0)
+    _only_for(cfg, "min_lr")
     _range("min_lr", cfg.min_lr, 0.0)
     if cfg.min_lr is not None and cfg.min_lr > cfg.lr:
         raise ConfigError(f"min_lr must be <= lr ({cfg.lr:g}), got {cfg.min_lr:g}")
-    _only_for(cfg, "step_size", cfg.schedule == "step", "schedule=step", 10)
-    _only_for(cfg, "gamma", cfg.schedule == "step", "schedule=step", 0.1)
+    _only_for(cfg, "step_size")
+    _only_for(cfg, "gamma")
     _range("step_size", cfg.step_size, 1)
     _range("gamma", cfg.gamma, 0.0, 1.0, lo_open=True)
     _range("grad_clip", cfg.grad_clip, 0.0, lo_open=True)
@@ -323,4 +400,5 @@ def field_help() -> dict[str, dict[str, Any]]:
 
 
 __all__ = ["RunConfig", "ConfigError", "FIELD_NAMES", "FIELD_KINDS", "field_help", "config_from_cli_values",
+           "STRUCTURAL", "CONDITIONAL", "applies", "allowed_values", "TASK_LOSSES", "TASK_MODELS",
            "TASKS", "DATASETS", "MODELS", "ACTIVATIONS", "LOSSES", "OPTIMIZERS", "SCHEDULES", "ENGINE_VERSION"]

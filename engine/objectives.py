@@ -2,7 +2,7 @@
 
 Every function takes the model's outputs as a list of (K, B, units) tensors (one per head) and the targets of the
 same K batches, and returns per-run values of shape (K,): a run's loss is the mean over its own batch, exactly what
-it would be if the run were trained alone.
+it would be if the run were trained alone. The metric names, and which way is better, are engine/metrics.py's.
 """
 from __future__ import annotations
 
@@ -72,9 +72,3 @@ def metric_sums(config: RunConfig, outs: list[torch.Tensor], y: torch.Tensor) ->
                 "accuracy": (digit & color).float().sum(1)}
     return {"accuracy": (_predicted_class(outs[0]) == y.long()).float().sum(1)}
 
-
-def headline_metric(config: RunConfig) -> tuple[str, str]:
-    """The validation metric that ranks runs of this config's task, and whether higher ('max') or lower is better."""
-    if config.task == "regression":
-        return ("val_nll", "min") if config.gaussian_head else ("val_mse", "min")
-    return "val_accuracy", "max"

@@ -1,17 +1,10 @@
-"""Every SQL statement of Ablation Lab: DuckDB over the run store's healthy Parquet files and its live attempts.
+"""Every query of Ablation Lab: parameterised DuckDB SQL over the run store's views.
 
-Each call takes a fresh snapshot of the store (see engine/store/reader.py), opens a fresh cursor, defines the views
-it needs over exactly the snapshot's files, and runs parameterised SQL (``?``). Identifiers are never taken from
+Each call goes through the store's one read door, ``store.read(fn)``: a fresh snapshot, a fresh cursor, the views
+(runs, attempts, epochs, all_epochs, study_members: see engine/store/views.py and docs/store.md) defined over
+exactly the snapshot's files, and retries when compaction moves files underneath. Identifiers are never taken from
 the caller as text: a column or metric name is checked against the views' actual columns first, and a bad one gives
 a QueryError that lists the allowed names.
-
-Views (see docs/store.md for every column):
-  attempts     one row per attempt of every run
-  runs         one row per run: its newest attempt, config as typed columns, final_<metric>, stats_<metric>, studies
-  epochs       one row per epoch of each run's newest attempt; one DOUBLE column per metric (union over tasks:
-               a metric a task never logs reads NULL)
-  all_epochs   epochs of every attempt
-  study_members  (study, run_id) pairs
 
 Every returned DataFrame carries ``df.attrs["problems"]``: the damaged or leftover files the query skipped.
 """
@@ -21,35 +14,20 @@ import os
 import re
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
 from engine.config import FIELD_KINDS
-from engine.store.errors import QueryError
-from engine.store.layout import RUN_ID_RE, tmp_path_for
-from engine.store.reader import DamagedFileError, Snapshot, mark_damaged, files_table
-from engine.store.schema import EPOCH_FIXED, STATUSES
+from engine.store import EPOCH_FIXED, RUN_ID_RE, STATUSES, QueryError, Views, tmp_path_for
 
-__all__ = ["QueryError", "define_views", "list_runs", "curves", "final_and_best", "pivot", "over_seeds",
-           "distinct_values", "study_progress", "status_counts", "run_row", "sql", "export", "EXPORTABLE",
+__all__ = ["QueryError", "list_runs", "curves", "final_and_best", "pivot", "over_seeds", "distinct_values",
+           "study_progress", "status_counts", "runs_by_id", "epoch_times", "sql", "export", "EXPORTABLE",
            "EXPORT_FORMATS"]
 
 EXPORTABLE = ("runs", "attempts", "epochs", "all_epochs", "final_and_best", "status_counts", "study_progress")
 EXPORT_FORMATS = ("csv", "parquet", "json")
-_VIEW_DEPS = {"runs": {"attempts"}, "attempts": set(), "epochs": set(), "all_epochs": set(),
-              "study_members": {"attempts"}}
-_MAX_RETRIES = 5
-# Run rows of compacted parts are held in memory up to this many (about 1 KB each); beyond, DuckDB reads them.
-RUN_ROWS_IN_MEMORY = 200_000
-
-
-# --- plumbing -----------------------------------------------------------------------------------------------------
-
-def _lit(s: str) -> str:
-    """A SQL string literal of a path the snapshot listed (our own file names, never caller text)."""
-    return "'" + s.replace("'", "''") + "'"
 
 
 def _ident(name: str) -> str:
@@ -57,188 +35,6 @@ def _ident(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise QueryError(f"{name!r} is not a valid column name")
     return '"' + name + '"'
-
-
-def _read(files: Iterable[str]) -> str:
-    return "read_parquet([" + ", ".join(_lit(f) for f in files) + "], union_by_name = true)"
-
-
-class _Ctx:
-    """One query's cursor and snapshot: the view definitions (as CTEs) and the columns each view has."""
-
-    def __init__(self, store, cur, snap: Snapshot) -> None:
-        self.store, self.cur, self.snap = store, cur, snap
-        self._registered: set[str] = set()
-
-    def _register(self, name: str, table) -> str:
-        if name not in self._registered:
-            self.cur.register(name, table)
-            self._registered.add(name)
-        return name
-
-    def _in_memory(self, kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(files DuckDB reads from disk, files held in memory) of one kind."""
-        snap = self.snap
-        if kind == "epochs":
-            return snap.part_epoch_files, snap.small_epoch_files
-        from engine.store.reader import check_parquet
-        rows = sum(check_parquet(self.store.cache, Path(f)).num_rows for f in snap.part_run_files)
-        if rows > RUN_ROWS_IN_MEMORY:
-            return snap.part_run_files, snap.small_run_files
-        return (), snap.part_run_files + snap.small_run_files
-
-    def _union(self, kind: str, live, empty) -> str:
-        # Only non-empty sources: a union with an empty in-memory table still costs a bind and a scan.
-        disk, memory = self._in_memory(kind)
-        sources = []
-        if live is not None:
-            sources.append(f"SELECT * FROM {live()}")
-        if disk:
-            sources.append(f"SELECT * FROM {_read(disk)}")
-        table = files_table(self.store.cache, memory)
-        if table is not None:
-            sources.append(f"SELECT * FROM {self._register('_mem_' + kind, table)}")
-        if not sources:
-            sources.append(f"SELECT * FROM {empty()}")
-        return " UNION ALL BY NAME ".join(sources)
-
-    def _superseded(self) -> str:
-        import pyarrow as pa
-        keys = self.snap.superseded
-        return self._register("_superseded", pa.table({"run_id": [k[0] for k in keys],
-                                                       "attempt": pa.array([k[1] for k in keys], pa.int32())}))
-
-    def definitions(self, views: Iterable[str]) -> list[tuple[str, str]]:
-        """(name, SELECT) in dependency order for the requested views."""
-        snap = self.snap
-        need = set(views)
-        for v in list(need):
-            need |= _VIEW_DEPS.get(v, set())
-        out: list[tuple[str, str]] = []
-        if need & {"attempts", "runs", "study_members"}:
-            live = (lambda: self._register("_live_runs", snap.live_runs_table)) if snap.live else None
-            out.append(("_attempts_raw", self._union(
-                "runs", live, lambda: self._register("_live_runs", snap.live_runs_table))))
-            members = "SELECT study, run_id FROM _attempts_raw WHERE study IS NOT NULL"
-            if snap.study_files:
-                members += f" UNION SELECT study, run_id FROM {_read(snap.study_files)}"
-            out.append(("study_members", f"SELECT DISTINCT study, run_id FROM ({members})"))
-            if snap.study_files:
-                out.append(("attempts", """
-                    SELECT a.*, coalesce(s.studies, []::VARCHAR[]) AS studies
-                    FROM _attempts_raw a
-                    LEFT JOIN (SELECT run_id, list(study ORDER BY study) AS studies
-                               FROM study_members GROUP BY run_id) s ON a.run_id = s.run_id"""))
-            else:  # no membership files: a run's studies are just the study it was started for
-                out.append(("attempts", "SELECT *, CASE WHEN study IS NULL THEN []::VARCHAR[] ELSE [study] END "
-                                        "AS studies FROM _attempts_raw"))
-            out.append(("runs", f"SELECT * FROM attempts ANTI JOIN {self._superseded()} USING (run_id, attempt)"
-                        if snap.superseded else "SELECT * FROM attempts"))
-        if need & {"epochs", "all_epochs"}:
-            live = (lambda: self._register("_live_epochs", snap.live_epochs_table)) if snap.live else None
-            out.append(("all_epochs", self._union(
-                "epochs", live, lambda: self._register("_live_epochs", snap.live_epochs_table))))
-            out.append(("epochs", f"SELECT * FROM all_epochs ANTI JOIN {self._superseded()} USING (run_id, attempt)"
-                        if snap.superseded else "SELECT * FROM all_epochs"))
-        return out
-
-    def with_(self, *views: str) -> str:
-        """A WITH clause defining the views (cheaper than CREATE VIEW, which binds every file twice)."""
-        return "WITH " + ", ".join(f"{name} AS ({body})" for name, body in self.definitions(views)) + " "
-
-    def create_views(self, views: Iterable[str]) -> None:
-        for name, body in self.definitions(views):
-            self.cur.execute(f"CREATE TEMP VIEW {name} AS {body}")
-
-    def columns(self, view: str) -> dict[str, Any]:
-        """Column name -> Arrow type of a view, from the files' footers (already read and cached by the snapshot)."""
-        from engine.store.reader import check_parquet
-        from engine.store.schema import epoch_fixed_schema, run_fixed_schema
-
-        snap = self.snap
-        runs = view in ("runs", "attempts")
-        disk, memory = self._in_memory("runs" if runs else "epochs")
-        key = ("columns", runs, disk)
-        memo = self.store.cache.memo
-        cols = memo.get(key)
-        if cols is None:
-            cols = {f.name: f.type for f in (run_fixed_schema() if runs else epoch_fixed_schema())}
-            for f in disk:
-                c = check_parquet(self.store.cache, Path(f))
-                if c.ok:
-                    for fld in c.schema:
-                        cols.setdefault(fld.name, fld.type)
-            if sum(1 for k in memo if k[0] == "columns") > 16:
-                for k in [k for k in memo if k[0] == "columns"]:
-                    memo.pop(k, None)
-            memo[key] = cols
-        cols = dict(cols)
-        table = files_table(self.store.cache, memory)
-        if table is not None:
-            for fld in table.schema:
-                cols.setdefault(fld.name, fld.type)
-        if snap.live:
-            table = snap.live_runs_table if runs else snap.live_epochs_table
-            for fld in table.schema:
-                cols.setdefault(fld.name, fld.type)
-        if runs:
-            import pyarrow as pa
-            cols["studies"] = pa.list_(pa.string())
-        return cols
-
-    def df(self, query: str, params: list[Any] | None = None):
-        # via Arrow: ~25% faster than DuckDB's .df() for wide results; same dtypes
-        return self.cur.sql(query, params=params or None).to_arrow_table().to_pandas()
-
-
-def define_views(store, con, snap: Snapshot,
-                 views: Iterable[str] = ("runs", "attempts", "epochs", "all_epochs", "study_members")) -> None:
-    """Create the named views (runs, attempts, epochs, all_epochs, study_members) as TEMP views on a connection the
-    caller owns, over exactly the snapshot's files (for the SQL console, which locks its connection down to
-    ``snap.run_files + snap.epoch_files + snap.study_files`` afterwards)."""
-    _Ctx(store, con, snap).create_views(views)
-
-
-def _snapshot_files(snap: Snapshot) -> list[str]:
-    return list(snap.run_files) + list(snap.epoch_files) + list(snap.study_files)
-
-
-def _run(store, fn: Callable[[_Ctx], Any]):
-    """Run fn(ctx) on a fresh snapshot and cursor; retry when compaction moved files or a file proves damaged."""
-    import duckdb
-
-    last: Exception | None = None
-    for _ in range(_MAX_RETRIES):
-        snap = store.snapshot()
-        cur = store.duckdb_cursor()
-        try:
-            out = fn(_Ctx(store, cur, snap))
-            if hasattr(out, "attrs"):  # a pandas DataFrame (pandas is imported by DuckDB's .df())
-                out.attrs["problems"] = [str(p) for p in snap.problems]
-            return out
-        except QueryError:
-            raise
-        except (DamagedFileError, FileNotFoundError) as e:
-            last = e  # a small file went away (compacted) or proved damaged (now marked): take a new snapshot
-            continue
-        except duckdb.Error as e:
-            msg = str(e)
-            files = _snapshot_files(snap)
-            if any(not os.path.exists(f) for f in files):
-                last = e  # compaction replaced files after our snapshot: take a new one
-                continue
-            named = [f for f in files if f in msg]
-            if named:
-                # passed the cheap footer check but its data cannot be read: report it and leave it out
-                for f in named:
-                    mark_damaged(store.cache, f, f"unreadable data ({msg.splitlines()[0]})")
-                last = e
-                continue
-            raise QueryError(f"query failed: {msg}") from None
-        finally:
-            cur.close()
-    raise QueryError(f"the store kept changing or failing while being read ({last}); "
-                     "try again, and run `python -m engine check` if it persists")
 
 
 def _metrics_of_runs(cols: dict[str, Any]) -> list[str]:
@@ -327,7 +123,7 @@ def list_runs(store, filters: dict[str, Any] | None = None, limit: int | None = 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise QueryError(f"limit must be a non-negative integer, got {limit!r}")
 
-    def q(ctx: _Ctx):
+    def q(ctx: Views):
         cols = ctx.columns("runs")
         where, params = _where(filters, cols)
         if columns is None:
@@ -339,7 +135,7 @@ def list_runs(store, filters: dict[str, Any] | None = None, limit: int | None = 
         return ctx.df(f"{ctx.with_('runs')} SELECT {select} FROM runs WHERE {where} "
                       f"ORDER BY started_at DESC, run_id{lim}", params)
 
-    return _run(store, q)
+    return store.read(q)
 
 
 def curves(store, run_ids: list[str], metrics: list[str] | None = None) -> "pd.DataFrame":
@@ -349,7 +145,7 @@ def curves(store, run_ids: list[str], metrics: list[str] | None = None) -> "pd.D
         if not isinstance(r, str) or not RUN_ID_RE.match(r):
             raise QueryError(f"bad run id {r!r}")
 
-    def q(ctx: _Ctx):
+    def q(ctx: Views):
         available = _metrics_of_epochs(ctx.columns("epochs"))
         chosen = available if metrics is None else [_check_metric(m, available) for m in metrics]
         select = ", ".join(["run_id", "attempt", "epoch", "time_s"] + [_ident(m) for m in chosen])
@@ -358,7 +154,7 @@ def curves(store, run_ids: list[str], metrics: list[str] | None = None) -> "pd.D
         return ctx.df(f"{ctx.with_('epochs')} SELECT {select} FROM epochs "
                       "WHERE run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY run_id, epoch", [run_ids])
 
-    return _run(store, q)
+    return store.read(q)
 
 
 def _value_expr(metric: str, mode: str, stat: str) -> str:
@@ -374,7 +170,7 @@ def final_and_best(store, metric: str, mode: str = "min", filters: dict[str, Any
     reached it, how many epochs were non-finite, plus the run's config columns."""
     _check_mode(mode)
 
-    def q(ctx: _Ctx):
+    def q(ctx: Views):
         cols = ctx.columns("runs")
         m = _check_metric(metric, _metrics_of_runs(cols))
         where, params = _where(filters, cols)
@@ -388,7 +184,7 @@ def final_and_best(store, metric: str, mode: str = "min", filters: dict[str, Any
             FROM runs WHERE {st} IS NOT NULL AND {where}
             ORDER BY run_id""", params)
 
-    return _run(store, q)
+    return store.read(q)
 
 
 def pivot(store, metric: str, row: str, col: str | None = None, mode: str = "max", stat: str = "best",
@@ -396,7 +192,7 @@ def pivot(store, metric: str, row: str, col: str | None = None, mode: str = "max
     """Mean, sample std and count of a metric's best (or final) value per (row, col) group, over seeds and runs."""
     _check_mode(mode)
 
-    def q(ctx: _Ctx):
+    def q(ctx: Views):
         cols = ctx.columns("runs")
         m = _check_metric(metric, _metrics_of_runs(cols))
         keys = [_ident(_check_column(row, cols, "row"))]
@@ -412,7 +208,7 @@ def pivot(store, metric: str, row: str, col: str | None = None, mode: str = "max
             FROM (SELECT {k}, {value} AS v FROM runs WHERE {_ident('stats_' + m)} IS NOT NULL AND {where})
             GROUP BY {k} ORDER BY {k}""", params)
 
-    return _run(store, q)
+    return store.read(q)
 
 
 def over_seeds(store, metric: str, mode: str = "max", stat: str = "best",
@@ -420,7 +216,7 @@ def over_seeds(store, metric: str, mode: str = "max", stat: str = "best",
     """Group runs that differ only in `seed`: per group the config columns, mean/std/min/max/n and the run ids."""
     _check_mode(mode)
 
-    def q(ctx: _Ctx):
+    def q(ctx: Views):
         cols = ctx.columns("runs")
         m = _check_metric(metric, _metrics_of_runs(cols))
         value = _value_expr(m, mode, stat)
@@ -432,33 +228,33 @@ def over_seeds(store, metric: str, mode: str = "max", stat: str = "best",
             FROM (SELECT *, {value} AS v FROM runs WHERE {_ident('stats_' + m)} IS NOT NULL AND {where})
             GROUP BY {keys} ORDER BY {keys}""", params)
 
-    return _run(store, q)
+    return store.read(q)
 
 
 def distinct_values(store, column: str) -> "pd.DataFrame":
     """The values a runs column takes, with how many runs have each (for the dashboard's filter widgets)."""
-    def q(ctx: _Ctx):
+    def q(ctx: Views):
         c = _ident(_check_column(column, ctx.columns("runs")))
         return ctx.df(f"{ctx.with_('runs')} SELECT {c}, count(*) AS n FROM runs GROUP BY {c} ORDER BY {c} NULLS LAST")
 
-    return _run(store, q)
+    return store.read(q)
 
 
 def status_counts(store) -> "pd.DataFrame":
     """Runs per status (newest attempts), every status listed, zeros included."""
-    def q(ctx: _Ctx):
+    def q(ctx: Views):
         return ctx.df(f"""{ctx.with_('runs')}
             SELECT s.status, count(r.run_id) AS n
             FROM (SELECT unnest(?::VARCHAR[]) AS status, generate_subscripts(?::VARCHAR[], 1) AS k) s
             LEFT JOIN runs r ON r.status = s.status
             GROUP BY s.status, s.k ORDER BY s.k""", [list(STATUSES), list(STATUSES)])
 
-    return _run(store, q)
+    return store.read(q)
 
 
 def study_progress(store) -> "pd.DataFrame":
     """Per study: member runs and how many are in each status; `not_started` members have no attempt yet."""
-    def q(ctx: _Ctx):
+    def q(ctx: Views):
         counts = ", ".join(f"count(*) FILTER (WHERE r.status = '{s}') AS {s}" for s in STATUSES)
         return ctx.df(f"""{ctx.with_('runs', 'study_members')}
             SELECT m.study, count(*) AS n_runs, {counts},
@@ -467,22 +263,36 @@ def study_progress(store) -> "pd.DataFrame":
             FROM study_members m LEFT JOIN runs r ON r.run_id = m.run_id
             GROUP BY m.study ORDER BY m.study""")
 
-    return _run(store, q)
+    return store.read(q)
 
 
-def run_row(store, run_id: str) -> dict[str, Any] | None:
-    """The runs-view row of one run as a dict (None when unknown); backs RunStore.get."""
-    if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
-        raise QueryError(f"bad run id {run_id!r}")
+# --- what the study modules read ------------------------------------------------------------------------------
 
-    def q(ctx: _Ctx):
-        rel = ctx.cur.execute(f"{ctx.with_('runs')} SELECT * FROM runs WHERE run_id = ?", [run_id])
-        names = [d[0] for d in rel.description]
-        row = rel.fetchone()
-        return None if row is None else dict(zip(names, row))
+def runs_by_id(store, run_ids: list[str]) -> "pd.DataFrame":
+    """The runs-view rows of these runs (those the store has): a study's plan, results and report."""
+    def q(ctx: Views):
+        return ctx.df(f"{ctx.with_('runs')} SELECT * FROM runs WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+                      [list(run_ids)])
 
-    return _run(store, q)
+    return store.read(q)
 
+
+def epoch_times(store, tasks: list[str]) -> "pd.DataFrame":
+    """config_json, meta_json and the last epoch's epoch_time_s of the finished (completed or diverged) runs of
+    these tasks that logged it: what a study's time estimate learns from."""
+    def q(ctx: Views):
+        if "final_epoch_time_s" not in ctx.columns("runs"):
+            return ctx.df("SELECT NULL::VARCHAR AS config_json, NULL::VARCHAR AS meta_json, "
+                          "NULL::DOUBLE AS epoch_time_s WHERE false")
+        return ctx.df(f"""{ctx.with_('runs')}
+            SELECT config_json, meta_json, final_epoch_time_s AS epoch_time_s FROM runs
+            WHERE status IN ('completed', 'diverged') AND final_epoch_time_s IS NOT NULL
+              AND task IN (SELECT unnest(?::VARCHAR[]))""", [list(tasks)])
+
+    return store.read(q)
+
+
+# --- SQL from the user ----------------------------------------------------------------------------------------
 
 def _check_select(cur, query: str) -> None:
     import duckdb
@@ -499,12 +309,12 @@ def _check_select(cur, query: str) -> None:
 
 def sql(store, query: str, params: list[Any] | None = None) -> "pd.DataFrame":
     """A read-only SELECT over the views (runs, attempts, epochs, all_epochs, study_members)."""
-    def q(ctx: _Ctx):
+    def q(ctx: Views):
         _check_select(ctx.cur, query)
         ctx.create_views(("runs", "epochs", "study_members"))
         return ctx.df(query, params)
 
-    return _run(store, q)
+    return store.read(q)
 
 
 def export(store, what: str, fmt: str, out: str | Path, metric: str | None = None, mode: str = "min",
@@ -545,7 +355,8 @@ def export(store, what: str, fmt: str, out: str | Path, metric: str | None = Non
         cur.register("_export", df)
         options = {"csv": "FORMAT csv, HEADER true", "parquet": "FORMAT parquet",
                    "json": "FORMAT json, ARRAY true"}[fmt]
-        cur.execute(f"COPY (SELECT * FROM _export) TO {_lit(str(tmp))} ({options})")
+        target = str(tmp).replace("'", "''")  # our own temp name, quoted as a SQL string
+        cur.execute(f"COPY (SELECT * FROM _export) TO '{target}' ({options})")
         os.replace(tmp, out)
     except Exception as e:
         with suppress(OSError):

@@ -1,7 +1,8 @@
 """Where a run's results go: one sink per run, so the training loop never knows about files.
 
-``MemorySink`` keeps everything in memory (tests, and Ray workers whose driver writes to the store: workers then
-need no shared filesystem). ``StoreSink`` writes straight to a :class:`engine.store.RunStore`. ``replay`` copies a
+``MemorySink`` keeps everything in memory (tests, and Ray tasks whose driver writes to the store: they then need no
+shared filesystem). ``StoreSink`` writes straight to a :class:`engine.store.RunStore` and says how its run ended as
+a ``RunOutcome``, the one result shape of every way of training (engine/train/driver.py). ``replay`` copies a
 finished ``MemorySink`` into any other sink.
 """
 from __future__ import annotations
@@ -10,6 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.config import RunConfig
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How one run of a training call ended."""
+    run_id: str
+    status: str          # completed | diverged | failed | cancelled | skipped (another process owned the run),
+                         # or the status of the cached result
+    cached: bool = False  # True when the store already held the result and nothing trained
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)  # a diverged run's diverged_epoch and diverged_step
 
 
 class RunSink(Protocol):
@@ -92,10 +104,10 @@ class StoreSink:
         if self.writer is not None:
             self.writer.finish(status, summary=summary, checkpoint=checkpoint, error=error)
 
-    def outcome(self) -> dict[str, Any]:
-        """run_id, status ('skipped' when another process owned the run), error and the divergence point."""
+    def outcome(self) -> RunOutcome:
+        """How the run ended: 'skipped' when another process owned it, 'cancelled' when it never finished."""
         status = "skipped" if self.skipped else self.status
         if status in ("pending", "running"):
             status = "cancelled"
-        return {"run_id": self.run_id, "status": status, "error": self.skipped or self.error,
-                "summary": {k: v for k, v in self.summary.items() if k in ("diverged_epoch", "diverged_step")}}
+        return RunOutcome(self.run_id, status, error=self.skipped or self.error,
+                          summary={k: v for k, v in self.summary.items() if k in ("diverged_epoch", "diverged_step")})

@@ -224,12 +224,12 @@ def locked_connection(define_views: Callable[[duckdb.DuckDBPyConnection], None],
 
 
 def store_source(store) -> ViewSource:
-    """The views of engine.queries (runs, attempts, epochs, all_epochs, study_members) over a fresh snapshot of the
-    store's healthy files, taken at each query so that new runs show up and damaged files stay out."""
-    from engine import queries
+    """The store's views (runs, attempts, epochs, all_epochs, study_members) over a fresh snapshot of the store's
+    healthy files, taken at each query so that new runs show up and damaged files stay out."""
+    from engine.store import define_views
 
     def define(con, snap) -> None:
-        queries.define_views(store, con, snap, set(STORE_VIEWS))
+        define_views(store, con, snap, set(STORE_VIEWS))
 
     def source():
         snap = store.snapshot()

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import duckdb
 import pytest
 
-from tests.browser_helpers import (APP_NAV, CHROMIUM, CHROMIUM_ARGS, REPO, RUN_TIMEOUT_MS, TRACKER_JS, charts_drawn,
+from tests.browser_helpers import (APP_NAV, CHROMIUM, CHROMIUM_ARGS, RUN_TIMEOUT_MS, TRACKER_JS, charts_drawn,
                                    dialogs_seen, idle, navs_seen, next_frames, report_failure, reports_page,
                                    sidebar_nav, streamlit_server, wait_for_app_nav)
 
@@ -82,11 +82,8 @@ def no_exception(pg) -> None:
     assert sidebar_nav(pg) == APP_NAV, sidebar_nav(pg)
 
 
-LAUNCH_RENAMED = (REPO / "pages" / "launch.py").exists()
-FIRST_LOADS = ["/", "/curves", pytest.param("/launch", marks=pytest.mark.xfail(
-    not LAUNCH_RENAMED, strict=True, reason="Streamlit's pages/ fallback (a fresh server's first script run) serves "
-    "pages/5_Launch.py at /Launch, so a first load of /launch says 'Page not found'; the rename to pages/launch.py "
-    "fixes it, provided that page calls ui.state.ensure_router() first, like the other pages"))]
+# /launch too: every page calls ui.state.ensure_router() first, so a deep link is served by the router
+FIRST_LOADS = ["/", "/curves", "/launch"]
 
 
 @pytest.mark.parametrize("path", FIRST_LOADS)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.cli import build_parser, config_from_args
-from engine.config import ConfigError, RunConfig
+from engine.cli import build_parser
+from engine.cli.train import config_from_args
+from engine.config import (CONDITIONAL, DATASETS, FIELD_NAMES, TASK_MODELS, ConfigError, RunConfig, allowed_values, applies,
+                           field_help)
 
 # (bad fields, words the message must contain: the field, the value and what is allowed)
 BAD_CONFIGS = [
@@ -129,3 +131,27 @@ def test_cli_flags_override_the_file(tmp_path):
 def test_bare_hidden_flag_means_the_linear_model():
     config = config_from_args(build_parser().parse_args(["train", "--task", "points", "--hidden"]))
     assert config.hidden == ()
+
+
+STRUCTURAL_CHOICES = [dict(task=t, dataset=d, model=m, optimizer=o, schedule=s)
+                      for t, datasets in DATASETS.items() for d in datasets for m in TASK_MODELS[t]
+                      for o in ("adam", "sgd", "rmsprop") for s in ("constant", "cosine", "step")]
+
+
+@pytest.mark.parametrize("choices", STRUCTURAL_CHOICES, ids=lambda c: "-".join(c.values()))
+def test_applies_and_allowed_values_agree_with_validation(choices):
+    """What a form asks (applies, allowed_values) is what RunConfig accepts: a field applies exactly when the
+    canonical config fills it in, and a choice is allowed exactly when the config builds with it."""
+    config = RunConfig(**choices)
+    for name in FIELD_NAMES:
+        fills_it_in = name not in CONDITIONAL or getattr(config, name) is not None  # grad_clip: None means off
+        assert applies(name, choices) == fills_it_in, name
+    for name in ("dataset", "model", "loss", "activation", "optimizer", "schedule"):
+        allowed = allowed_values(name, choices)
+        for value in field_help()[name]["choices"]:
+            try:
+                RunConfig(**{**choices, name: value})
+                ok = True
+            except ConfigError:
+                ok = False
+            assert ok == (value in allowed), (name, value)

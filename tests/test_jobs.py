@@ -2,7 +2,7 @@
 limit, cancel and wall-clock limit without leftover processes, kill -9 of the supervisor and recovery, and (on a
 CUDA machine) runs on the GPU.
 
-Supervisors run as real processes (``python -m engine.jobs.worker``) on a temporary store; every job runs in its own
+Supervisors run as real processes (``python -m engine.jobs.supervisor``) on a temporary store; every job runs in its own
 process, as in production. Jobs are tiny points runs, except the "long" ones that are stopped on purpose.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ import pytest
 
 from engine.config import ConfigError, RunConfig
 from engine.jobs import JobQueue, JobValidationError, Limits, QueueFullError
-from engine.jobs.worker import PROJECT_ROOT, ensure_supervisor, stop_supervisor
+from engine.jobs.processes import PROJECT_ROOT
+from engine.jobs.service import ensure_supervisor, stop_supervisor
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -59,7 +60,7 @@ class Supervisor:
     def start(self) -> "Supervisor":
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **self.env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.jobs.worker", "--store", str(self.root), "--max-running",
+            [sys.executable, "-m", "engine.jobs.supervisor", "--store", str(self.root), "--max-running",
              str(self.max_running), "--poll-s", "0.05", "--grace-s", str(self.grace_s)],
             cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.root / "supervisor.err", "ab"))
         wait_for(lambda: JobQueue(self.root).supervisor(), 20, what="the supervisor's lock")

@@ -17,7 +17,7 @@ import signal
 import pytest
 
 from engine.jobs import JobQueue
-from engine.jobs.worker import stop_supervisor
+from engine.jobs.service import stop_supervisor
 from tests.browser_helpers import (APP_NAV, CHROMIUM, CHROMIUM_ARGS, RUN_TIMEOUT_MS, TRACKER_JS, idle,
                                    report_failure, screenshot, sidebar_nav, streamlit_server, tail,
                                    wait_for_app_nav)
@@ -57,7 +57,7 @@ def queue_state(queue: JobQueue) -> str:
         lines.extend(f"problem: {p}" for p in queue.problems())
     except Exception as e:
         lines.append(f"(could not read the queue: {type(e).__name__}: {e})")
-    lines.append(f"===== worker log ({queue.worker_log}) =====\n{tail(queue.worker_log)}")
+    lines.append(f"===== supervisor log ({queue.supervisor_log}) =====\n{tail(queue.supervisor_log)}")
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ from engine.config import RunConfig
 from engine.jobs import JobQueue
 
 REPO = Path(__file__).resolve().parent.parent
-PAGE = str(REPO / "pages" / "5_Launch.py")
+PAGE = str(REPO / "pages" / "launch.py")
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -159,9 +159,9 @@ def test_database_layer_blocks_files_even_without_the_statement_check(seeded_sto
     """Defence in depth: the locked connection itself refuses files, settings and extensions."""
     store = seeded_store.store()
     snap = store.snapshot()
-    from engine import queries
+    from engine.store import define_views
     files = [*snap.run_files, *snap.epoch_files, *snap.study_files]
-    con = locked_connection(lambda c: queries.define_views(store, c, snap, {"runs"}), files)
+    con = locked_connection(lambda c: define_views(store, c, snap, {"runs"}), files)
     try:
         assert con.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
         for sql in ["SELECT * FROM read_csv('/etc/passwd')", f"SELECT * FROM '{secret}/secret.csv'",

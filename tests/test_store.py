@@ -2,7 +2,6 @@
 export and the CLI handlers. Real Parquet and real DuckDB throughout."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -20,7 +19,7 @@ from engine import queries  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
 from engine.store import (QueryError, RunAlreadyFinishedError, RunCancelled, RunStore, StoreError,  # noqa: E402
                           StoreValidationError, default_store_root)
-from engine.store.cli import add_store_commands  # noqa: E402
+from engine.cli import main as cli_main  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -233,6 +232,23 @@ def test_torn_last_record_is_ignored(store):
     assert store.get(cfg.run_id).n_epochs == 3
     w._stop.set()
     w._close()
+
+
+def test_the_live_log_format_is_the_one_livelog_defines(store):
+    """What the writer appends is what engine/store/livelog.py encodes and decodes, byte for byte."""
+    from engine.store.livelog import EPOCHS, decode_epoch_line, encode_epoch_line
+    cfg = RunConfig(seed=7)
+    w = store.open_run(cfg.run_id, cfg.to_dict(), META, heartbeat_s=0.05)
+    w.log_epoch(0, {"loss": 0.5, "acc": 1})
+    w.log_epoch(1, {"loss": float("nan"), "acc": float("-inf")})
+    lines = (store.layout.live_dir(cfg.run_id, 1) / EPOCHS).read_bytes().splitlines(keepends=True)
+    decoded = [decode_epoch_line(line) for line in lines]
+    assert [(e, m, x) for e, _, m, x in decoded] == [(0, {"loss": 0.5, "acc": 1.0}, {}),
+                                                     (1, {"loss": None, "acc": None}, {"loss": "nan", "acc": "-inf"})]
+    assert [encode_epoch_line(*d) for d in decoded] == lines
+    with pytest.raises(ValueError):
+        decode_epoch_line(b'{"t": 0.1}')
+    w.finish("completed")
 
 
 # --- studies, checkpoints, version --------------------------------------------------------------------------------
@@ -510,10 +526,7 @@ def test_export_refuses_writes_and_unknown_names(filled, tmp_path):
 
 
 def _cli(argv):
-    ap = argparse.ArgumentParser(prog="python -m engine")
-    add_store_commands(ap.add_subparsers(dest="command", required=True))
-    args = ap.parse_args(argv)
-    return args.func(args)
+    return cli_main(argv)
 
 
 def test_cli_handlers(filled, tmp_path, capsys):
@@ -543,7 +556,7 @@ def test_cli_handlers(filled, tmp_path, capsys):
 
 def test_store_does_not_import_torch_or_streamlit():
     import subprocess
-    code = ("import sys; import engine.store, engine.queries, engine.store.cli, engine.store.check, "
+    code = ("import sys; import engine.store, engine.queries, engine.cli.store, engine.store.check, "
             "engine.store.compaction; bad = [m for m in ('torch', 'streamlit') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],

@@ -1,7 +1,7 @@
 """Run store under real processes: the lock between writers, SIGKILL at random moments (while logging, while
 sealing, while compacting), and a reader querying while four writers train.
 
-The child program is tests/test_store_child.py. Children print a line after each step *returns*, so the parent
+The child program is tests/store_child.py. Children print a line after each step *returns*, so the parent
 knows exactly which epochs were durable when it killed them.
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CHILD = str(Path(__file__).resolve().parent / "test_store_child.py")
+CHILD = str(Path(__file__).resolve().parent / "store_child.py")
 
-HB = 0.1  # the children's heartbeat (test_store_child.HB): "interrupted" shows 2 heartbeats after a kill
+HB = 0.1  # the children's heartbeat (store_child.HB): "interrupted" shows 2 heartbeats after a kill
 
 
 # --- parent helpers -----------------------------------------------------------------------------------------------

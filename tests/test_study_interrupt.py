@@ -16,8 +16,8 @@ from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Short runs (1 epoch each, one stack per activation) and one long run; with 2 workers the long one starts first
-# (longest first) and the short ones finish on the other worker while it runs.
+# Short runs (1 epoch each, one stack per activation) and one long run; with 2 training processes the long one starts
+# first (longest first) and the short ones finish on the other process while it runs.
 STUDY = """\
 name = "interrupt"
 seeds = [0]

@@ -1,4 +1,4 @@
-"""Running studies against a real store with real worker processes: the plan counts what is cached, a run trains
+"""Running studies against a real store with real training processes: the plan counts what is cached, a run trains
 only what is missing (a second run trains nothing), membership is recorded for every cell, and a diverged or
 failed cell does not stop the study."""
 from __future__ import annotations
@@ -10,8 +10,9 @@ import pytest
 from engine import queries
 from engine.cli import main
 from engine.store import RunStore
-from engine.study.executor import format_result, order_stacks, run_study
+from engine.study.executor import format_result, run_study
 from engine.study.plan import format_plan, make_plan
+from engine.study.schedule import order_stacks
 from engine.study.spec import load_study
 
 STUDY = """\

@@ -2,7 +2,6 @@
 loading from idx files, and the download/verify path (offline, via file:// URLs)."""
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.cli import main
 from engine.config import RunConfig
 from engine.tasks import DataNotAvailableError, TaskData, clear_cache, load_task_data, split_indices
 from engine.tasks import download as dl
@@ -259,18 +259,16 @@ def test_download_via_file_url_and_verify(tmp_path, monkeypatch):
     assert dl.verify_mnist(dest) == []
     assert all((dest / n).read_bytes() == (mirror / n).read_bytes() for n in MNIST_FILES)
 
-    # Through the CLI subcommand, as `python -m engine` will wire it.
-    parser = argparse.ArgumentParser()
-    handler = dl.add_data_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["data", "verify", "mnist", "--dest", str(dest)])
-    assert handler(args) == 0 and args.func(args) == 0
+    # Through the CLI subcommand.
+    verify = ["data", "verify", "mnist", "--dest", str(dest)]
+    assert main(verify) == 0
     (dest / MNIST_FILES[1]).write_bytes(b"garbage")
     problems = dl.verify_mnist(dest)
     assert any(MNIST_FILES[1] in p and "MD5" in p for p in problems)
-    assert handler(args) == 1
+    assert main(verify) == 1
     # Re-downloading repairs the bad file and keeps the good ones.
-    args = parser.parse_args(["data", "download", "mnist", "--dest", str(dest), "--base-url", mirror.as_uri()])
-    assert handler(args) == 0 and dl.verify_mnist(dest) == []
+    assert main(["data", "download", "mnist", "--dest", str(dest), "--base-url", mirror.as_uri()]) == 0
+    assert dl.verify_mnist(dest) == []
 
 
 def test_download_checksum_mismatch_leaves_nothing(tmp_path, monkeypatch):

@@ -1,9 +1,6 @@
 """The training loop: every task learns, runs are reproducible, divergence is caught, the store is a cache."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -142,6 +139,18 @@ def test_device_auto_falls_back_to_cpu_without_gpu():
         resolve_device("cuda")
 
 
+@pytest.mark.parametrize("config", [
+    RunConfig(task="points", hidden=(4,), epochs=1),
+    RunConfig(task="colored_mnist", hidden=(4,), epochs=1, batch_size=256),
+    RunConfig(task="regression", dataset="hetero1d", loss="gaussian_nll", hidden=(4,), epochs=1, evaluate_test=True),
+], ids=["points", "colored_mnist", "regression-gaussian-test"])
+def test_the_loop_logs_exactly_the_metrics_engine_metrics_lists(config):
+    from engine.metrics import logged_metrics
+    sink = train(config)
+    logged = set(sink.epochs[0][1]) | {k for k in sink.summary if k.startswith("test_")}
+    assert logged == logged_metrics(config)
+
+
 def test_run_records_device_and_torch_version():
     sink = train(RunConfig(task="points", hidden=(4,), epochs=1))
     assert sink.meta["device"] == "cpu" and sink.meta["torch_version"] == torch.__version__
@@ -185,7 +194,33 @@ def test_cuda_runs_keep_data_and_weights_on_the_gpu():
     assert sink.status == "completed" and sink.meta["device"].startswith("cuda")
 
 
-def test_engine_does_not_import_streamlit():
-    code = ("import sys, engine.train, engine.cli, engine.store, engine.queries; "
-            "sys.exit(1 if 'streamlit' in sys.modules else 0)")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+def test_an_interrupt_cancels_the_open_runs_and_carries_every_outcome(tmp_path):
+    from engine.store import RunStore
+    from engine.train import TrainingInterrupted
+    store = RunStore(tmp_path / "runs", durable=False)
+    short = RunConfig(task="points", hidden=(8,), epochs=1)
+    long = RunConfig(task="points", hidden=(8,), activation="tanh", epochs=3)
+
+    def progress(event):
+        if event.get("epochs") == 3 and event["epoch"] == 1:
+            raise KeyboardInterrupt  # what SIGINT does between two epochs
+
+    with pytest.raises(TrainingInterrupted) as stop:
+        run_configs([short, long], store, device="cpu", progress=progress)
+    assert {o.run_id: o.status for o in stop.value.outcomes} == {short.run_id: "completed", long.run_id: "cancelled"}
+    assert store.get(long.run_id).status == "cancelled" and store.get(long.run_id).n_epochs == 1
+
+
+def test_keep_going_fails_a_crashing_stack_and_trains_the_next(tmp_path, monkeypatch):
+    from engine.store import RunStore
+    from engine.tasks import DataNotAvailableError
+    from engine.train import InProcess
+    monkeypatch.setenv("ABLATION_LAB_DATA", str(tmp_path / "no-mnist-here"))
+    store = RunStore(tmp_path / "runs", durable=False)
+    missing = RunConfig(task="mnist", dataset="full", hidden=(4,), epochs=1)
+    points = RunConfig(task="points", hidden=(4,), epochs=1)
+    outcomes = run_configs([missing, points], store, device="cpu", executor=InProcess(keep_going=True))
+    assert [o.status for o in outcomes] == ["failed", "completed"]
+    assert "full MNIST not found" in outcomes[0].error and store.get(missing.run_id).status == "failed"
+    with pytest.raises(DataNotAvailableError):  # without keep_going (a job) the error propagates
+        run_configs([missing], store, device="cpu")

@@ -9,17 +9,17 @@ import math
 import numpy as np
 import pandas as pd
 
+from engine.metrics import goal
 from ui.data import CONFIG_COLUMNS
 from ui.filters import fmt, fmt_series
 
-LOWER_IS_BETTER = ("loss", "mse", "nll", "grad_norm", "time")
 PERCENT_METRICS = ("accuracy", "within_1std", "within_2std")
 DERIVED = ("n_hidden", "width")
 
 
 def mode_of(metric: str) -> str:
-    """'min' for losses, errors and NLL; 'max' for accuracies and coverage."""
-    return "min" if any(k in metric for k in LOWER_IS_BETTER) else "max"
+    """'max' for accuracies and coverage, 'min' for losses, errors and NLL (engine.metrics decides)."""
+    return goal(metric)
 
 
 def is_fraction(metric: str) -> bool:

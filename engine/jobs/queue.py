@@ -4,7 +4,7 @@
     <store>/jobs/<job_id>.log      stdout/stderr of the process that ran it (tracebacks of bugs end up here)
     <store>/jobs/.queue.lock       flock held for the few microseconds of each read-modify-write
     <store>/jobs/.supervisor.lock  flock held by the one live supervisor of this store (its pid inside)
-    <store>/jobs/worker.log        the supervisor's log
+    <store>/jobs/supervisor.log    the supervisor's log
 
 Why files and not SQLite: the run store next to it is files written the same way, so a job record can be read,
 copied and repaired with the same tools (``cat``), a reader never needs a lock (it sees the old or the new file
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from engine.config import ConfigError, RunConfig
-from engine.store.layout import atomic_write_json
+from engine.store import atomic_write_json
 
 from .device import check_device
 from .errors import JobNotFoundError, JobValidationError, QueueFullError
@@ -226,8 +226,8 @@ class JobQueue:
         return self.dir / ".supervisor.lock"
 
     @property
-    def worker_log(self) -> Path:
-        return self.dir / "worker.log"
+    def supervisor_log(self) -> Path:
+        return self.dir / "supervisor.log"
 
     @contextmanager
     def locked(self) -> Iterator[None]:

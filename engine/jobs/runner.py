@@ -1,6 +1,6 @@
 """The process that executes one job: ``python -m engine.jobs.runner --store DIR --job ID --attempt N``.
 
-The supervisor (worker.py) starts it in its own process group, so stopping it (cancel, wall-clock limit) kills the
+The supervisor (supervisor.py) starts it in its own process group, so stopping it (cancel, wall-clock limit) kills the
 whole group and leaves nothing behind. Here:
 
 * the supervisor's stop signals become StopTraining (a KeyboardInterrupt), so ``train_stack`` ends its open runs in
@@ -198,7 +198,7 @@ def execute(queue, job, store, device: str, report: Reporter) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     STOPS.install()  # first thing: a stop during start-up is a stop too
     parser = argparse.ArgumentParser(prog="python -m engine.jobs.runner", description="Run one queued job "
-                                     "(started by the supervisor, `python -m engine.jobs.worker`).")
+                                     "(started by the supervisor, `python -m engine.jobs.supervisor`).")
     parser.add_argument("--store", required=True)
     parser.add_argument("--job", required=True)
     parser.add_argument("--attempt", type=int, required=True)

@@ -18,15 +18,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import RunLockedError, StoreError
+from .files import StoreFiles, check_parquet
 from .layout import LIVE_RE, PART_RE, SEALED_RE, TMP_SUFFIX, atomic_write_json, try_lock
-from .reader import (Manifest, PartEntry, check_parquet, part_index, read_live_attempt, read_manifest,
-                     take_snapshot)
-
-if TYPE_CHECKING:
-    from .runstore import RunStore
+from .livelog import read_live_attempt
+from .manifest import Manifest, PartEntry, part_index, read_manifest
+from .snapshot import take_snapshot
 
 TMP_AGE_S = 60.0
 
@@ -65,14 +63,14 @@ class CheckReport:
         return "\n".join(str(f) for f in self.findings)
 
 
-def _quarantine(store: "RunStore", path: Path) -> Path:
+def _quarantine(store: StoreFiles, path: Path) -> Path:
     dest = store.layout.quarantine / f"{time.strftime('%Y%m%dT%H%M%S')}-{path.name}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(path, dest)
     return dest
 
 
-def _temp_files(store: "RunStore") -> list[Path]:
+def _temp_files(store: StoreFiles) -> list[Path]:
     out = []
     for d in (store.layout.live, store.layout.sealed, store.layout.parts, store.layout.checkpoints,
               store.layout.studies, store.layout.root):
@@ -84,7 +82,7 @@ def _temp_files(store: "RunStore") -> list[Path]:
     return out
 
 
-def check(store: "RunStore", repair: bool = False, tmp_age_s: float = TMP_AGE_S) -> CheckReport:
+def check(store: StoreFiles, repair: bool = False, tmp_age_s: float = TMP_AGE_S) -> CheckReport:
     layout = store.layout
     findings: list[Finding] = []
     now = time.time()
@@ -170,7 +168,7 @@ def check(store: "RunStore", repair: bool = False, tmp_age_s: float = TMP_AGE_S)
     return CheckReport(tuple(findings), repair)
 
 
-def _committed_keys(store: "RunStore", m: Manifest) -> dict[tuple[str, int], str]:
+def _committed_keys(store: StoreFiles, m: Manifest) -> dict[tuple[str, int], str]:
     """(run_id, attempt) -> the Parquet file holding its epochs, for every sealed or compacted attempt."""
     layout = store.layout
     keys: dict[tuple[str, int], str] = {}
@@ -190,7 +188,7 @@ def _committed_keys(store: "RunStore", m: Manifest) -> dict[tuple[str, int], str
     return keys
 
 
-def _sealed_epoch_count(store: "RunStore", path: str, key: tuple[str, int]) -> int | None:
+def _sealed_epoch_count(store: StoreFiles, path: str, key: tuple[str, int]) -> int | None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
     try:
@@ -203,7 +201,7 @@ def _sealed_epoch_count(store: "RunStore", path: str, key: tuple[str, int]) -> i
     return int(pc.sum(mask.cast("int64")).as_py() or 0)
 
 
-def _check_live(store: "RunStore", d: Path, committed: dict, repair: bool, now: float) -> list[Finding]:
+def _check_live(store: StoreFiles, d: Path, committed: dict, repair: bool, now: float) -> list[Finding]:
     from .writer import seal_abandoned
 
     layout = store.layout
@@ -253,7 +251,7 @@ def _check_live(store: "RunStore", d: Path, committed: dict, repair: bool, now: 
                     True)]
 
 
-def _fix_file(store: "RunStore", p, repair: bool, have_comp_lock: bool) -> Finding:
+def _fix_file(store: StoreFiles, p, repair: bool, have_comp_lock: bool) -> Finding:
     layout = store.layout
     path = Path(p.path)
     f = Finding(p.kind if p.kind in ("orphan", "leftover", "damaged") else "damaged", p.path, p.message)
@@ -291,7 +289,7 @@ def _fix_file(store: "RunStore", p, repair: bool, have_comp_lock: bool) -> Findi
     return Finding(f.kind, f.path, f.message, f"moved to {dest} (nothing deleted; the attempt can be retried)", True)
 
 
-def _rebuild_manifest(store: "RunStore") -> tuple[Manifest, str]:
+def _rebuild_manifest(store: StoreFiles) -> tuple[Manifest, str]:
     """Newest generation first; a part is taken only if it adds attempts no newer part holds (merged parts are
     supersets of what they replaced, so leftovers of a merge are skipped)."""
     layout = store.layout

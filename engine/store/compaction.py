@@ -21,14 +21,11 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import RunLockedError, StoreError
+from .files import StoreFiles, check_parquet
 from .layout import PART_RE, SEALED_RE, TMP_SUFFIX, atomic_write_json, fsync_dir, fsync_file, tmp_path_for, try_lock
-from .reader import Manifest, PartEntry, check_parquet, part_index, read_manifest
-
-if TYPE_CHECKING:
-    from .runstore import RunStore
+from .manifest import Manifest, PartEntry, part_index, read_manifest
 
 MAX_PARTS = 8            # above this many parts, the smallest are merged together
 MERGE_DOWN_TO = 4
@@ -62,7 +59,7 @@ def _delete(path: Path, notes: list[str], why: str) -> None:
         pass
 
 
-def finish_previous(store: "RunStore", m: Manifest, notes: list[str]) -> Manifest:
+def finish_previous(store: StoreFiles, m: Manifest, notes: list[str]) -> Manifest:
     """Complete a compaction that was killed part way. Caller holds the compaction lock."""
     layout = store.layout
     for name in sorted(m.absorbed):
@@ -97,7 +94,7 @@ def _conform(table, schema):
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def merge_files(store: "RunStore", files: list[Path], out: Path) -> int:
+def merge_files(store: StoreFiles, files: list[Path], out: Path) -> int:
     """Stream several Parquet files into one (union of columns, missing = null), atomically. Returns rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -146,7 +143,7 @@ def merge_files(store: "RunStore", files: list[Path], out: Path) -> int:
     return rows
 
 
-def _sealed_pairs(store: "RunStore", m: Manifest) -> list[tuple[Path, Path]]:
+def _sealed_pairs(store: StoreFiles, m: Manifest) -> list[tuple[Path, Path]]:
     """Sealed attempts with a healthy run row and epochs file that no part holds yet."""
     layout = store.layout
     part_keys: set = set()
@@ -174,7 +171,7 @@ def _sealed_pairs(store: "RunStore", m: Manifest) -> list[tuple[Path, Path]]:
     return [(runs[k], eps[k]) for k in sorted(runs) if k in eps]
 
 
-def compact(store: "RunStore", full: bool = False) -> CompactionResult:
+def compact(store: StoreFiles, full: bool = False) -> CompactionResult:
     """Merge sealed attempts into a new part; ``full`` merges every part into one as well."""
     layout = store.layout
     try:
@@ -224,7 +221,7 @@ def compact(store: "RunStore", full: bool = False) -> CompactionResult:
         lock.release()
 
 
-def _compact_studies(store: "RunStore", notes: list[str]) -> None:
+def _compact_studies(store: StoreFiles, notes: list[str]) -> None:
     """Membership rows are idempotent, so merging needs no manifest: write the union, then drop the inputs."""
     import pyarrow as pa
     import pyarrow.parquet as pq

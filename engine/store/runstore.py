@@ -1,4 +1,9 @@
-"""RunStore: the one object the training loop, the CLI and the dashboard hold to reach a store root."""
+"""RunStore: the one object the training loop, the CLI and the dashboard hold to reach a store root.
+
+Writing goes through ``open_run`` (writer.py); reading through ``snapshot``, ``attempts``, ``get`` / ``cached`` and
+``read`` (views.py: the SQL views engine/queries.py queries). The store's modules take a StoreFiles (files.py), the
+small context a RunStore is, and never import this module.
+"""
 from __future__ import annotations
 
 import json
@@ -9,12 +14,14 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from . import views
 from .errors import RunLockedError, StoreError, StoreValidationError
-from .layout import LIVE_RE, Layout, atomic_write_table, check_run_id
-from .reader import Problem, ReaderCache, Snapshot, existing_attempts, store_version, take_snapshot
+from .files import Problem, StoreFiles
+from .layout import LIVE_RE, atomic_write_table, check_run_id
 from .schema import CACHED_STATUSES
+from .snapshot import Snapshot, existing_attempts, store_version, take_snapshot
 
 ENV_VAR = "ABLATION_LAB_STORE"
 
@@ -45,7 +52,7 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
-class RunStore:
+class RunStore(StoreFiles):
     """A store root. Cheap to create; holds only memo caches (file checks, a DuckDB connection per process).
 
     ``durable`` fsyncs sealed and compacted files (protection against power loss, not needed against process
@@ -53,24 +60,14 @@ class RunStore:
     compaction at the end of ``finish`` (None: never automatic).
     """
 
-    root: Path
-    durable: bool = True
     compact_threshold: int | None = 256
-    cache: ReaderCache = field(default_factory=ReaderCache, repr=False, compare=False)
     _duck: dict = field(default_factory=dict, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
-
-    @property
-    def layout(self) -> Layout:
-        return Layout(self.root)
 
     # --- writing -------------------------------------------------------------------------------------------------
     def open_run(self, run_id: str, config: dict, meta: dict, heartbeat_s: float = 5.0):
         """Start a new attempt of a run; raises RunLockedError / RunAlreadyFinishedError. Returns a RunWriter."""
         from .writer import open_run
-        return open_run(self, run_id, config, meta, heartbeat_s)
+        return open_run(self, run_id, config, meta, heartbeat_s, on_finish=self.maybe_compact)
 
     def add_to_study(self, study: str, run_ids: list[str]) -> None:
         """Record that these runs belong to a study (a run may belong to several); idempotent."""
@@ -157,8 +154,7 @@ class RunStore:
     def get(self, run_id: str) -> RunRecord | None:
         """The run's newest attempt, whatever its status, or None when the store has never seen it."""
         check_run_id(run_id)
-        from engine import queries
-        row = queries.run_row(self, run_id)
+        row = self.read(lambda v: views.run_row(v, run_id))
         return None if row is None else _record(row)
 
     def cached(self, run_id: str) -> RunRecord | None:
@@ -180,6 +176,10 @@ class RunStore:
             return None
 
     # --- DuckDB ---------------------------------------------------------------------------------------------------
+    def read(self, fn: Callable[[views.Views], Any]) -> Any:
+        """``fn(views)`` over a fresh snapshot: the door every SQL query of engine/queries.py goes through."""
+        return views.read(self, self.duckdb_cursor, fn)
+
     def duckdb_cursor(self):
         """A fresh cursor on this process's in-memory DuckDB database (connecting costs ~10 ms, a cursor ~0)."""
         import duckdb

@@ -23,19 +23,18 @@ import time
 import warnings
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Callable, Iterator
 
 from engine.faults import pause_point
 
 from .errors import RunAlreadyFinishedError, StoreError, StoreValidationError
 from .layout import (LIVE_RE, HeldLock, atomic_write_bytes, atomic_write_json, atomic_write_table, check_run_id,
                      holder_info, try_lock)
-from .reader import existing_attempts
+from .files import StoreFiles
+from .livelog import EPOCHS, FINAL, HEARTBEAT, START, encode_epoch_line, read_live_attempt
+from .snapshot import existing_attempts
 from .schema import (CACHED_STATUSES, FINISH_STATUSES, MAX_METRICS, RESERVED_METRIC_NAMES, Attempt, check_config,
                      check_meta, check_name, check_summary, split_value)
-
-if TYPE_CHECKING:
-    from .runstore import RunStore
 
 
 class RunCancelled(Exception):
@@ -59,7 +58,9 @@ def sigterm_cancels() -> Iterator[None]:
 class RunWriter:
     """The open attempt of one run. Not thread-safe: one training loop logs to it."""
 
-    def __init__(self, store: "RunStore", attempt: Attempt, lock: HeldLock, live_dir: Path, log_fd: int) -> None:
+    def __init__(self, store: StoreFiles, attempt: Attempt, lock: HeldLock, live_dir: Path, log_fd: int,
+                 on_finish: Callable[[], None] | None = None) -> None:
+        self._on_finish = on_finish
         self._store = store
         self._attempt = attempt
         self._lock = lock
@@ -91,7 +92,7 @@ class RunWriter:
 
     # --- heartbeat --------------------------------------------------------------------------------------------
     def _heartbeat(self) -> None:
-        beat = self._live_dir / "heartbeat"
+        beat = self._live_dir / HEARTBEAT
         while not self._stop.wait(self._attempt.heartbeat_s):
             with suppress(OSError):
                 os.utime(beat)
@@ -128,10 +129,7 @@ class RunWriter:
             if marker:
                 nonfinite[name] = marker
         t = time.time() - self._attempt.started_at
-        rec: dict[str, Any] = {"e": epoch, "t": round(t, 6), "m": vals}
-        if nonfinite:
-            rec["x"] = nonfinite
-        data = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+        data = encode_epoch_line(epoch, t, vals, nonfinite)
         # one write() per record; loop only in the (never seen on local disks) case of a short write
         while data:
             n = os.write(self._fd, data)
@@ -165,7 +163,7 @@ class RunWriter:
         a.status, a.error, a.summary = status, error, s
         a.ended_at, a.heartbeat_at, a.has_checkpoint = ended, ended, checkpoint is not None
         # The result first (cheap, no fsync): from here on a kill cannot turn this run into "interrupted".
-        atomic_write_json(self._live_dir / "final.json", final_record(a), durable=False)
+        atomic_write_json(self._live_dir / FINAL, final_record(a), durable=False)
         self._status = status
         pause_point("sealing")
         try:
@@ -173,7 +171,8 @@ class RunWriter:
         finally:
             self._close()
         self._beat.join(timeout=1.0)
-        store.maybe_compact()
+        if self._on_finish is not None:
+            self._on_finish()
 
     def _close(self) -> None:
         with suppress(OSError):
@@ -207,7 +206,7 @@ def final_record(a: Attempt) -> dict:
             "ended_at": a.ended_at, "has_checkpoint": a.has_checkpoint}
 
 
-def seal(store: "RunStore", a: Attempt) -> None:
+def seal(store: StoreFiles, a: Attempt) -> None:
     """Epochs file, then run row (the commit point), then the live folder goes. Caller holds the run's lock."""
     from .schema import epochs_table, runs_table
 
@@ -221,14 +220,12 @@ def seal(store: "RunStore", a: Attempt) -> None:
     shutil.rmtree(layout.live_dir(a.run_id, a.attempt), ignore_errors=True)
 
 
-def seal_abandoned(store: "RunStore", live_dir: Path, status: str, error: str, purpose: str,
+def seal_abandoned(store: StoreFiles, live_dir: Path, status: str, error: str, purpose: str,
                    owner: dict | None = None) -> Attempt | None:
     """Seal a live attempt whose writer is gone. A result that ``finish`` recorded (final.json) stands; an attempt
     that was still open ends as ``status`` with ``error``. Returns the sealed attempt, or None when there was nothing
     to seal: the folder is gone (sealed meanwhile) or unreadable, or its meta does not match ``owner`` (only the
     runs a given job opened are its to seal). Raises RunLockedError when a live process holds the run's lock."""
-    from .reader import read_live_attempt
-
     m = LIVE_RE.match(live_dir.name)
     if not m:
         return None
@@ -252,7 +249,9 @@ def seal_abandoned(store: "RunStore", live_dir: Path, status: str, error: str, p
         lock.release()
 
 
-def open_run(store: "RunStore", run_id: str, config: dict, meta: dict, heartbeat_s: float = 5.0) -> RunWriter:
+def open_run(store: StoreFiles, run_id: str, config: dict, meta: dict, heartbeat_s: float = 5.0,
+             on_finish: Callable[[], None] | None = None) -> RunWriter:
+    """Open the next attempt of a run (see RunStore.open_run); ``on_finish`` runs after the attempt is sealed."""
     check_run_id(run_id)
     config = check_config(config)
     meta = check_meta(meta)
@@ -282,17 +281,17 @@ def open_run(store: "RunStore", run_id: str, config: dict, meta: dict, heartbeat
         tmp.mkdir()
         start = {"format": 1, "run_id": run_id, "attempt": attempt, "config": config, "meta": meta,
                  "started_at": started, "heartbeat_s": float(heartbeat_s)}
-        (tmp / "start.json").write_text(json.dumps(start, sort_keys=True))
-        (tmp / "epochs.jsonl").touch()
-        (tmp / "heartbeat").touch()
+        (tmp / START).write_text(json.dumps(start, sort_keys=True))
+        (tmp / EPOCHS).touch()
+        (tmp / HEARTBEAT).touch()
         if live_dir.exists():
             # Only possible after a crash between this rename and the first record of an earlier attempt number
             # that nothing else knows about; it holds no epochs we could lose, but keep it aside rather than delete.
             raise StoreError(f"run {run_id}: live folder {live_dir} already exists; run `python -m engine check "
                              "--repair` to sort it out")
         os.rename(tmp, live_dir)
-        fd = os.open(live_dir / "epochs.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        fd = os.open(live_dir / EPOCHS, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     except BaseException:
         lock.release()
         raise
-    return RunWriter(store, a, lock, live_dir, fd)
+    return RunWriter(store, a, lock, live_dir, fd, on_finish)

@@ -3,8 +3,8 @@
 The time estimate comes from the store when it holds finished runs of the same shape (same stack key: the same
 model, data and batch size, any seed or learning rate): their logged ``epoch_time_s`` per stack of their recorded
 ``stack_size``. Otherwise a short calibration trains a few steps of each missing stack in this process (one torch
-thread, as a worker) and extrapolates to the full epochs. The plan says which source each estimate used. Stacks are
-then packed longest first onto the workers, as the executor does.
+thread, as a training process) and extrapolates to the full epochs. The plan says which source each estimate used.
+Stacks are then packed longest first onto the processes, as they train (engine/study/schedule.py).
 """
 from __future__ import annotations
 
@@ -15,78 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import RunConfig
+from engine.study.results import cell_table, read_runs
+from engine.study.schedule import default_workers, makespan, order_stacks
 from engine.study.spec import Cell, StudySpec
 from engine.train import stack_key
 
 CALIBRATION_STEPS = 8
-
-
-def stack_cost(stack: list[RunConfig]) -> float:
-    """Relative cost used to balance stacks across workers: epochs x training samples x runs."""
-    from engine.tasks import load_task_data
-    c = stack[0]
-    try:
-        n = len(load_task_data(c).train)
-    except Exception:  # data that cannot load fails in the worker with a proper message; order it anywhere
-        n = 1
-    return float(c.epochs * n * len(stack))
-
-
-def read_runs(store, run_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """run_id -> {status, error, summary, meta, final: {metric: value}, n_epochs} for the runs the store has."""
-    from engine import queries
-    if not run_ids:
-        return {}
-    df = queries.sql(store, "SELECT * FROM runs WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", [list(run_ids)])
-    out = {}
-    finals = [c for c in df.columns if c.startswith("final_")]
-    for row in df.to_dict("records"):
-        final = {}
-        for c in finals:
-            v = row[c]
-            if v is not None and not (isinstance(v, float) and math.isnan(v)):
-                final[c[len("final_"):]] = float(v)
-        summary = json.loads(row.get("summary_json") or "{}")
-        out[row["run_id"]] = {"status": row["status"], "error": row.get("error"), "summary": summary,
-                              "meta": json.loads(row.get("meta_json") or "{}"), "final": final,
-                              "n_epochs": int(row["n_epochs"])}
-    return out
-
-
-def metric_value(record: dict[str, Any], metric: str) -> float | None:
-    """A run's value of a metric: the last logged epoch's (val_*, train_*), or its summary (test_*)."""
-    if metric in record["final"]:
-        return record["final"][metric]
-    v = record["summary"].get(metric)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def cell_table(spec: StudySpec, records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per cell (over its seeds): runs, done, statuses, mean/std of the metric; best cell first."""
-    cells: dict[str, dict[str, Any]] = {}
-    for cell in spec.runs:
-        row = cells.setdefault(cell.label, {"label": cell.label, "runs": 0, "done": 0, "values": [],
-                                            "statuses": {}})
-        row["runs"] += 1
-        rec = records.get(cell.run_id)
-        status = rec["status"] if rec else "missing"
-        row["statuses"][status] = row["statuses"].get(status, 0) + 1
-        if rec and status in ("completed", "diverged"):
-            row["done"] += 1
-            if status == "completed":
-                v = metric_value(rec, spec.metric)
-                if v is not None:
-                    row["values"].append(v)
-    table = []
-    for row in cells.values():
-        vals = row.pop("values")
-        n = len(vals)
-        mean = sum(vals) / n if n else None
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0 if n else None
-        table.append({**row, "n": n, "mean": mean, "std": std})
-    sign = -1 if spec.goal == "max" else 1
-    table.sort(key=lambda r: (r["mean"] is None, sign * (r["mean"] or 0.0)))
-    return table
 
 
 @dataclass
@@ -111,7 +45,6 @@ def make_plan(spec: StudySpec, store, workers: int | None = None, estimate: bool
     missing = [c for c in spec.runs if c.run_id not in cached]
     plan = Plan(spec, store, cached, missing, records)
     if estimate and missing:
-        from engine.study.executor import default_workers, order_stacks
         plan.workers = workers or default_workers()
         plan.stacks = order_stacks([c.config for c in missing], plan.workers, max_stack)
         _estimate(plan)
@@ -123,23 +56,16 @@ def make_plan(spec: StudySpec, store, workers: int | None = None, estimate: bool
 def _similar_epoch_times(store, stacks: list[list[RunConfig]]) -> dict[tuple, tuple[float, int]]:
     """stack key -> (median seconds per epoch, stack size it was measured at), from finished runs in the store."""
     from engine import queries
-    tasks = sorted({s[0].task for s in stacks})
-    try:
-        df = queries.sql(store, "SELECT * FROM runs WHERE status IN ('completed', 'diverged') AND task IN "
-                                "(SELECT unnest(?::VARCHAR[]))", [tasks])
-    except Exception:  # an empty store has no epoch_time_s column yet
-        return {}
-    if "final_epoch_time_s" not in df.columns or df.empty:
-        return {}
+    df = queries.epoch_times(store, sorted({s[0].task for s in stacks}))
     wanted = {stack_key(s[0]) for s in stacks}
     found: dict[tuple, list[tuple[float, int]]] = {}
     for row in df.to_dict("records"):
-        t = row.get("final_epoch_time_s")
+        t = row["epoch_time_s"]
         if t is None or (isinstance(t, float) and math.isnan(t)):
             continue
         try:
             config = RunConfig.from_dict(json.loads(row["config_json"]))
-        except Exception:
+        except ValueError:  # a config an older engine stored (ConfigError is a ValueError): not comparable
             continue
         key = stack_key(config)
         if key in wanted:
@@ -211,12 +137,9 @@ def _estimate(plan: Plan) -> None:
     if any(math.isnan(d) for d in durations):
         plan.estimate_s = None
         return
-    # Longest first onto the least loaded worker: what the executor's shared queue does.
-    loads = [0.0] * max(1, min(plan.workers, len(durations)))
-    for d in sorted(durations, reverse=True):
-        i = loads.index(min(loads))
-        loads[i] += d
-    plan.estimate_s = max(loads) + 2.0 * (len(loads) > 1)  # worker start-up (spawn, import torch)
+    # Longest first onto the least loaded process: what the training processes' shared queue does.
+    processes = max(1, min(plan.workers, len(durations)))
+    plan.estimate_s = makespan(durations, processes) + 2.0 * (processes > 1)  # process start-up
 
 
 def format_duration(seconds: float) -> str:
@@ -260,7 +183,7 @@ def format_plan(plan: Plan) -> str:
                          + " (failed, cancelled, timed-out and interrupted runs are retried)")
         if plan.stacks:
             lines.append(f"missing runs train as {len(plan.stacks)} stacks on {plan.workers} "
-                         f"worker{'s' if plan.workers != 1 else ''}")
+                         f"process{'es' if plan.workers != 1 else ''}")
         if plan.estimate_s is not None:
             src = " and ".join(f"{'stored epoch times of similar runs' if s == 'store' else 'a calibration run'}"
                                f" ({n} stack{'s' if n != 1 else ''})" for s, n in plan.estimate_sources.items())

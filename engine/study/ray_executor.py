@@ -1,7 +1,8 @@
-"""``--executor ray``: the study's stacks as Ray tasks; results are written to the store here, by the driver.
+"""``--executor ray``: ``RayExecutor``, a StackExecutor (engine/train/driver.py) that trains the study's stacks as
+Ray tasks; results are written to the store here, by the driver.
 
 Each task trains one stack into ``MemorySink``s and returns them (epochs, status, summary, checkpoint bytes); the
-driver replays each into the store (``engine.sinks.replay``), so Ray workers need no shared filesystem and no store.
+driver replays each into the store (``engine.sinks.replay``), so Ray's nodes need no shared filesystem and no store.
 When this process connects (``ray.init``), the ``engine`` package travels with the job (``py_modules``), so the
 cluster's nodes need only torch and the data dependencies installed. If Ray is already initialised (a notebook, a
 test), that session is used as it is.
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig
+from engine.sinks import RunOutcome
+from engine.train import StackWork
 
 
 def _train_stack_task(config_dicts: list[dict], device: str) -> list[dict[str, Any]]:
@@ -50,7 +53,7 @@ def _connect(address: str | None) -> None:
              runtime_env={"py_modules": [engine_dir], "excludes": ["__pycache__", "*.pyc"]})
 
 
-def _write(store, run: dict[str, Any], extra_meta: dict[str, Any]) -> dict[str, Any]:
+def _write(store, run: dict[str, Any], extra_meta: dict[str, Any]) -> RunOutcome:
     """Replay one returned run into the store; returns its outcome."""
     from engine.sinks import MemorySink, replay
     from engine.sinks import StoreSink
@@ -63,7 +66,7 @@ def _write(store, run: dict[str, Any], extra_meta: dict[str, Any]) -> dict[str, 
 
 
 def _record_without_result(store, configs: list[RunConfig], status: str, error: str,
-                           extra_meta: dict[str, Any]) -> list[dict[str, Any]]:
+                           extra_meta: dict[str, Any]) -> list[RunOutcome]:
     """Runs whose task produced no result (cancelled, or lost with its node): record why, so they are retried."""
     from engine.sinks import StoreSink
     out = []
@@ -75,59 +78,59 @@ def _record_without_result(store, configs: list[RunConfig], status: str, error: 
     return out
 
 
-def run_stacks_ray(stacks: list[list[RunConfig]], store, device: str, address: str | None,
-                   extra_meta: dict[str, Any], bar, outcomes: dict[str, dict[str, Any]],
-                   workers: int | None = None) -> tuple[bool, int]:
-    """Train the stacks on Ray; fills ``outcomes``; returns (stopped by Ctrl-C, tasks in flight at most)."""
-    import ray
+class RayExecutor:
+    """Stacks as Ray tasks, at most ``workers`` (default: the cluster's CPUs) in flight at once."""
 
-    _connect(address)
-    cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
-    limit = workers or cpus
-    options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}
-    if device.startswith("cuda"):
-        options = {"num_cpus": 1, "num_gpus": 1, "max_retries": 0}
-    remote = ray.remote(**options)(_train_stack_task)
-    pending = list(enumerate(stacks))
-    in_flight: dict[Any, int] = {}
-    try:
-        while pending or in_flight:
-            while pending and len(in_flight) < limit:
-                tid, stack = pending.pop(0)
-                in_flight[remote.remote([c.to_dict() for c in stack], device)] = tid
-            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
-            for ref in done:
-                tid = in_flight.pop(ref)
-                stack = stacks[tid]
-                try:
-                    runs = ray.get(ref)
-                except ray.exceptions.RayError as exc:
-                    message = f"ray task lost: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    results = _record_without_result(store, stack, "failed", message, extra_meta)
-                else:
-                    results = [_write(store, run, extra_meta) for run in runs]
-                for o in results:
-                    outcomes[o["run_id"]] = o
-                bar.update(len(stack) * stack[0].epochs)
-    except KeyboardInterrupt:
-        import signal
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        self.address, self.workers = address, workers
+        self.parallelism = 0
+
+    def run(self, stacks: list[list[RunConfig]], work: StackWork) -> None:
+        """Train the stacks on Ray, reporting each as it returns; KeyboardInterrupt after Ctrl-C."""
+        import ray
+
+        _connect(self.address)
+        cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
+        self.parallelism = limit = self.workers or cpus
+        device, store, extra_meta = str(work.device), work.store, work.extra_meta
+        options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}
+        if device.startswith("cuda"):
+            options = {"num_cpus": 1, "num_gpus": 1, "max_retries": 0}
+        remote = ray.remote(**options)(_train_stack_task)
+        pending = list(enumerate(stacks))
+        in_flight: dict[Any, int] = {}
         try:
-            for ref, tid in in_flight.items():
-                ray.cancel(ref, force=False)
-            deadline = time.monotonic() + 30
-            for ref, tid in in_flight.items():
-                stack = stacks[tid]
-                try:
-                    # A stack that finished anyway is kept; a cancelled one is recorded as cancelled.
-                    runs = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
-                    results = [_write(store, run, extra_meta) for run in runs]
-                except Exception:
-                    results = _record_without_result(store, stack, "cancelled", "cancelled by the user",
-                                                     extra_meta)
-                for o in results:
-                    outcomes[o["run_id"]] = o
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        return True, limit
-    return False, limit
+            while pending or in_flight:
+                while pending and len(in_flight) < limit:
+                    tid, stack = pending.pop(0)
+                    in_flight[remote.remote([c.to_dict() for c in stack], device)] = tid
+                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+                for ref in done:
+                    tid = in_flight.pop(ref)
+                    try:
+                        runs = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        first = str(exc).splitlines()[0] if str(exc) else ""
+                        message = f"ray task lost: {type(exc).__name__}: {first}"
+                        work.done(tid, _record_without_result(store, stacks[tid], "failed", message, extra_meta))
+                    else:
+                        work.done(tid, [_write(store, run, extra_meta) for run in runs])
+        except KeyboardInterrupt:
+            import signal
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                for ref in in_flight:
+                    ray.cancel(ref, force=False)
+                deadline = time.monotonic() + 30
+                for ref, tid in in_flight.items():
+                    try:
+                        # A stack that finished anyway is kept; a cancelled one is recorded as cancelled.
+                        runs = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+                        outcomes = [_write(store, run, extra_meta) for run in runs]
+                    except Exception:
+                        outcomes = _record_without_result(store, stacks[tid], "cancelled", "cancelled by the user",
+                                                          extra_meta)
+                    work.stopped(tid, outcomes)
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            raise

@@ -4,7 +4,8 @@ The reference (``../shared/reference/``) is a four-exercise study: ``reference-s
 ``reference-results.csv`` (its numbers). ``studies/ex{1..4}_{architecture,optimizer,loss,test}.toml`` hold one study
 per question, with the study's own choices as the base. This module
 
-1. runs them all (``--quick``: each file's [quick] table: fewer epochs, seeds and cells), sharing one worker pool;
+1. runs them all (``--quick``: each file's [quick] table: fewer epochs, seeds and cells), sharing one pool of
+   training processes;
 2. builds the report from the store, never from hard-coded numbers: for every line of the reference CSV, the
    reference value beside the value measured here (mean +- sample std over seeds, n) and a note; then each of the
    study's qualitative findings as a check, PASS or FAIL, with the numbers behind it.
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.study.plan import metric_value, read_runs
+from engine.study.results import metric_value, read_runs
 from engine.study.spec import Cell, StudyError, StudySpec, load_study
 
 REPO = Path(__file__).resolve().parents[2]
@@ -755,7 +756,9 @@ def reproduce(store, quick: bool = False, out: str | None = None, studies_dir: s
     (0; 1 when some run failed; 130 after Ctrl-C)."""
     import time
 
-    from engine.study.executor import WorkerPool, default_workers, format_result, run_study
+    from engine.study.executor import format_result, run_study
+    from engine.study.pool import TrainerPool
+    from engine.study.schedule import default_workers
     from engine.train import resolve_device
 
     specs = load_specs(Path(studies_dir) if studies_dir else None, quick=quick)  # all validated before training
@@ -765,7 +768,7 @@ def reproduce(store, quick: bool = False, out: str | None = None, studies_dir: s
     if train:
         dev = resolve_device(device)
         n = workers or default_workers()
-        pool = WorkerPool(n) if dev.type == "cpu" and n > 1 else None  # one pool for all studies
+        pool = TrainerPool(n) if dev.type == "cpu" and n > 1 else None  # one pool for all studies
         try:
             for name, spec in specs.items():
                 result = run_study(spec, store, workers=n, device=device, show_progress=show_progress, pool=pool)

@@ -32,7 +32,7 @@
 
 A *cell* is one combination of factor values; it runs once per seed. Every expanded config is built (and so
 validated) when the file is loaded, before anything trains: an error names the file, the key (with its line) and
-the cell.
+the cell (where.py finds the line; factors.py expands and checks factor values).
 """
 from __future__ import annotations
 
@@ -44,32 +44,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import FIELD_KINDS, FIELD_NAMES, ConfigError, RunConfig
-from engine.objectives import headline_metric
+from engine import metrics
+from engine.config import FIELD_NAMES, ConfigError, RunConfig
+from engine.study.factors import factor_values, format_value, type_problem
+from engine.study.where import StudyError, Where
 
 TOP_KEYS = ("name", "description", "metric", "goal", "seeds", "base", "factors", "grids", "cells", "quick")
 GRID_KEYS = ("label", "base", "factors")
 QUICK_KEYS = ("seeds", "base", "factors", "grids")
-RANGE_KEYS = ("log_range", "range", "num", "step", "values")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_RUNS = 100_000
 
 
-class StudyError(ValueError):
-    """A study file is wrong; the message names the file, the key (and line) or the cell, and the reason."""
-
-
 # --- the expanded study --------------------------------------------------------------------------------------------
-
-def format_value(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
 
 @dataclass(frozen=True)
 class Cell:
@@ -178,57 +165,10 @@ def load_study_text(text: str, source: str | Path, quick: bool = False) -> Study
     return spec
 
 
-class _Where:
-    """Builds error messages that name the file and the line of a key."""
-
-    def __init__(self, path: Path, text: str):
-        self.path, self.lines = path, text.splitlines()
-
-    def line_of(self, table: str, key: str | None, occurrence: int = 0) -> int | None:
-        """Best-effort line number of ``key`` in table ``table`` ("" = top level; "grids" with ``occurrence`` for
-        the n-th [[grids]]; "grids.factors" for a sub-table). tomllib reports no positions, so scan the text."""
-        parts = table.split(".") if table else []
-        header = None  # current [table] path as a list
-        count: dict[str, int] = {}
-        key_re = re.compile(r"^\s*[\"']?" + re.escape(key) + r"[\"']?\s*=") if key else None
-        for no, raw in enumerate(self.lines, 1):
-            line = raw.split("#", 1)[0] if "\"" not in raw and "'" not in raw else raw
-            m = re.match(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*$", line)
-            if m:
-                header = [p.strip().strip("\"'") for p in m.group(2).split(".")]
-                if m.group(1) == "[[":
-                    count[header[0]] = count.get(header[0], 0) + 1
-                    if key is None and header == parts and count[header[0]] - 1 == occurrence:
-                        return no
-                elif key is None and header == parts:
-                    return no
-                continue
-            if key_re is None:
-                continue
-            cur = header or []
-            in_right_array = not cur or cur[0] not in ("grids", "cells") or count.get(cur[0], 0) - 1 == occurrence
-            if not in_right_array:
-                continue
-            if cur == parts and key_re.match(line):
-                return no
-            # sub-table written inline or dotted: `factors = { lr = ... }` / `factors.lr = ...` under its parent
-            if parts and cur == parts[:-1]:
-                if re.match(r"^\s*" + re.escape(parts[-1]) + r"\s*=\s*\{", line) and re.search(
-                        r"[{,]\s*[\"']?" + re.escape(key) + r"[\"']?\s*=", line):
-                    return no
-                if re.match(r"^\s*" + re.escape(parts[-1]) + r"\." + re.escape(key) + r"\s*=", line):
-                    return no
-        return None
-
-    def error(self, table: str, key: str | None, reason: str, occurrence: int = 0) -> StudyError:
-        line = self.line_of(table, key, occurrence)
-        name = ".".join(p for p in (table, key) if p) or "file"
-        at = f", line {line}" if line else ""
-        return StudyError(f"{self.path}: {name}{at}: {reason}")
 
 
 def _expand(path: Path, text: str, data: dict, quick: bool) -> StudySpec:
-    w = _Where(path, text)
+    w = Where(path, text)
     unknown = sorted(set(data) - set(TOP_KEYS))
     if unknown:
         raise w.error("", unknown[0], f"unknown key {unknown[0]!r}; a study file has {', '.join(TOP_KEYS)}")
@@ -248,7 +188,7 @@ def _expand(path: Path, text: str, data: dict, quick: bool) -> StudySpec:
     has_main = "factors" in data or ("grids" not in data and "cells" not in data)
     if has_main:
         factors = _table(w, "", "factors", data.get("factors", {}))
-        grids.append(Grid("main", {}, _factors(w, "factors", factors), "[factors]"))
+        grids.append(Grid("main", {}, factor_values(w, "factors", factors), "[factors]"))
     raw_grids = data.get("grids", [])
     if not isinstance(raw_grids, list) or any(not isinstance(g, dict) for g in raw_grids):
         raise w.error("", "grids", "must be an array of tables: write each as [[grids]]")
@@ -266,7 +206,7 @@ def _expand(path: Path, text: str, data: dict, quick: bool) -> StudySpec:
         gbase = _table(w, "grids", "base", g.get("base", {}), i)
         _check_fields(w, "grids.base", gbase, allow_seed=False, occurrence=i)
         gfactors = _table(w, "grids", "factors", g.get("factors", {}), i)
-        grids.append(Grid(label, gbase, _factors(w, "grids.factors", gfactors, i),
+        grids.append(Grid(label, gbase, factor_values(w, "grids.factors", gfactors, i),
                           f"[[grids]] #{i + 1} ({label})", "grids", i))
     raw_cells = data.get("cells", [])
     if not isinstance(raw_cells, list) or any(not isinstance(c, dict) for c in raw_cells):
@@ -293,7 +233,7 @@ def _expand(path: Path, text: str, data: dict, quick: bool) -> StudySpec:
         q_seeds = _seeds(w, "quick", quick_table["seeds"]) if "seeds" in quick_table else None
         forced = _table(w, "quick", "base", quick_table.get("base", {}))
         _check_fields(w, "quick.base", forced, allow_seed=False)
-        q_factors = _factors(w, "quick.factors", _table(w, "quick", "factors", quick_table.get("factors", {})))
+        q_factors = factor_values(w, "quick.factors", _table(w, "quick", "factors", quick_table.get("factors", {})))
         varied = {name for g in grids for name in g.factors}
         for name_ in q_factors:
             if name_ not in varied:
@@ -324,13 +264,13 @@ def _expand(path: Path, text: str, data: dict, quick: bool) -> StudySpec:
                      runs=tuple(runs), text=text)
 
 
-def _table(w: _Where, parent: str, key: str, value: Any, occurrence: int = 0) -> dict:
+def _table(w: Where, parent: str, key: str, value: Any, occurrence: int = 0) -> dict:
     if not isinstance(value, dict):
         raise w.error(parent, key, f"must be a table ([{key}] or {key} = {{ ... }}), got {value!r}", occurrence)
     return dict(value)
 
 
-def _seeds(w: _Where, table: str, value: Any) -> tuple[int, ...]:
+def _seeds(w: Where, table: str, value: Any) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         if not 1 <= value <= 10_000:
             raise w.error(table, "seeds", f"a count of seeds must be 1..10000, got {value}")
@@ -345,137 +285,21 @@ def _seeds(w: _Where, table: str, value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _check_fields(w: _Where, table: str, values: dict, allow_seed: bool, occurrence: int = 0) -> None:
+def _check_fields(w: Where, table: str, values: dict, allow_seed: bool, occurrence: int = 0) -> None:
     for key, value in values.items():
         if key == "seed" and not allow_seed:
             raise w.error(table, key, "seed is set by the study's `seeds` list, not per cell", occurrence)
         if key not in FIELD_NAMES:
             raise w.error(table, key, f"unknown config field {key!r}; fields: {', '.join(sorted(FIELD_NAMES))}",
                           occurrence)
-        reason = _type_problem(key, value)
+        reason = type_problem(key, value)
         if reason:
             raise w.error(table, key, reason, occurrence)
 
 
-def _type_problem(name: str, value: Any) -> str | None:
-    """Why ``value`` cannot be a value of config field ``name`` (None when its type fits)."""
-    kind = FIELD_KINDS[name]
-    ok = {
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-        "bool": lambda v: isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
-        "ints": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (
-            isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)),
-    }[kind]
-    if ok(value):
-        return None
-    want = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string",
-            "ints": "a list of integers, e.g. [100, 150] ([] for none)"}[kind]
-    return f"{name} must be {want}, got {value!r}"
 
 
-def _round(value: float) -> float:
-    # Ranges produce values like 0.30000000000000004; 12 significant digits keep run ids stable and readable.
-    return float(f"{value:.12g}")
-
-
-def _factors(w: _Where, table: str, factors: dict, occurrence: int = 0) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for key, spec in factors.items():
-        if key == "seed":
-            raise w.error(table, key, "seed cannot be a factor: list the seeds in `seeds = [...]`", occurrence)
-        if key not in FIELD_NAMES:
-            raise w.error(table, key, f"unknown factor {key!r}: factors are config fields "
-                                      f"({', '.join(sorted(FIELD_NAMES - {'seed'}))})", occurrence)
-        values = _factor_values(w, table, key, spec, occurrence)
-        if not values:
-            raise w.error(table, key, "empty list: a factor needs at least one value", occurrence)
-        for i, v in enumerate(values):
-            reason = _type_problem(key, v)
-            if reason:
-                raise w.error(table, key, f"value #{i + 1}: {reason}", occurrence)
-        seen = set()
-        for v in values:
-            h = repr(v)
-            if h in seen:
-                raise w.error(table, key, f"value {format_value(v)} is listed twice", occurrence)
-            seen.add(h)
-        out[key] = values
-    return out
-
-
-def _factor_values(w: _Where, table: str, key: str, spec: Any, occurrence: int) -> list[Any]:
-    if isinstance(spec, list):
-        return list(spec)
-    if not isinstance(spec, dict):
-        raise w.error(table, key, f"a factor is a list of values or a range table "
-                                  f"({{log_range = [a, b], num = n}}, {{range = [a, b], step = s}}, "
-                                  f"{{values = [...]}}), got {spec!r}; a fixed value belongs in [base]", occurrence)
-    unknown = sorted(set(spec) - set(RANGE_KEYS))
-    if unknown:
-        raise w.error(table, key, f"unknown range key {unknown[0]!r}; use log_range+num, range+step, range+num "
-                                  "or values", occurrence)
-    if "values" in spec:
-        if len(spec) != 1 or not isinstance(spec["values"], list):
-            raise w.error(table, key, "{values = [...]} takes a list and nothing else", occurrence)
-        return list(spec["values"])
-    kind = FIELD_KINDS[key]
-    if kind not in ("int", "float"):
-        raise w.error(table, key, f"a range needs a numeric field; {key} is {kind}: list its values", occurrence)
-
-    def pair(name: str) -> tuple[float, float]:
-        v = spec[name]
-        if (not isinstance(v, list) or len(v) != 2
-                or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) for x in v)):
-            raise w.error(table, key, f"{name} must be two finite numbers [start, end], got {v!r}", occurrence)
-        if v[0] > v[1]:
-            raise w.error(table, key, f"{name} must go from low to high, got {v!r}", occurrence)
-        return v[0], v[1]
-
-    def count() -> int:
-        n = spec.get("num")
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000:
-            raise w.error(table, key, f"num must be an integer 1..10000, got {n!r}", occurrence)
-        return n
-
-    if "log_range" in spec:
-        if set(spec) != {"log_range", "num"}:
-            raise w.error(table, key, "log_range takes num (values spaced evenly in log scale), nothing else",
-                          occurrence)
-        lo, hi = pair("log_range")
-        if lo <= 0:
-            raise w.error(table, key, f"log_range needs positive numbers, got {spec['log_range']!r}", occurrence)
-        n = count()
-        values = [lo] if n == 1 else [math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (n - 1))
-                                      for i in range(n)]
-    elif "range" in spec:
-        lo, hi = pair("range")
-        if set(spec) == {"range", "num"}:
-            n = count()
-            values = [lo] if n == 1 else [lo + i * (hi - lo) / (n - 1) for i in range(n)]
-        elif set(spec) == {"range", "step"}:
-            step = spec["step"]
-            if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
-                raise w.error(table, key, f"step must be a number > 0, got {step!r}", occurrence)
-            n = int(math.floor((hi - lo) / step + 1e-9)) + 1
-            if n > 10_000:
-                raise w.error(table, key, f"range/step gives {n} values; at most 10000", occurrence)
-            values = [lo + i * step for i in range(n)]
-        else:
-            raise w.error(table, key, "range takes either step or num", occurrence)
-    else:
-        raise w.error(table, key, "a range table needs log_range, range or values", occurrence)
-    if kind == "int":
-        ints = [int(round(v)) for v in values]
-        if any(abs(a - b) > 1e-9 for a, b in zip(ints, values)) or len(set(ints)) != len(ints):
-            raise w.error(table, key, f"{key} takes integers but the range gives {[_round(v) for v in values]}",
-                          occurrence)
-        return ints
-    return [_round(v) for v in values]
-
-
-def _cells(w: _Where, base: dict, grids: list[Grid], seeds: tuple[int, ...], forced: dict) -> list[Cell]:
+def _cells(w: Where, base: dict, grids: list[Grid], seeds: tuple[int, ...], forced: dict) -> list[Cell]:
     runs: list[Cell] = []
     seen: dict[str, int] = {}
     total = sum(math.prod(len(v) for v in g.factors.values()) for g in grids) * len(seeds)
@@ -505,7 +329,7 @@ def _cells(w: _Where, base: dict, grids: list[Grid], seeds: tuple[int, ...], for
     return runs
 
 
-def _blame(w: _Where, error: ConfigError, base: dict, grid: Grid, forced: dict) -> str:
+def _blame(w: Where, error: ConfigError, base: dict, grid: Grid, forced: dict) -> str:
     """`, key K (line L)` of the table entry that set the field a ConfigError names first, or ''."""
     words = re.findall(r"[A-Za-z_]+", str(error))
     field_name = next((x for x in words if x in FIELD_NAMES), None)
@@ -525,28 +349,13 @@ def _blame(w: _Where, error: ConfigError, base: dict, grid: Grid, forced: dict) 
     return f", {table}.{field_name}" + (f" (line {line})" if line else "")
 
 
-def logged_metrics(config: RunConfig) -> set[str]:
-    """The metric names a run of ``config`` logs per epoch, plus its test_* summary values."""
-    if config.task == "regression":
-        names = {"mse", "nll", "within_1std", "within_2std"} if config.gaussian_head else {"mse"}
-    elif config.task == "colored_mnist":
-        names = {"digit_accuracy", "color_accuracy", "accuracy"}
-    else:
-        names = {"accuracy"}
-    out = {"train_loss", "grad_norm", "lr", "val_loss"} | {f"val_{n}" for n in names}
-    if config.evaluate_test:
-        out |= {"test_loss"} | {f"test_{n}" for n in names}
-    return out
-
-
-def _metric(w: _Where, data: dict, runs: list[Cell]) -> tuple[str, str]:
+def _metric(w: Where, data: dict, runs: list[Cell]) -> tuple[str, str]:
     first = runs[0].config
-    default_metric, default_goal = headline_metric(first)
-    metric = data.get("metric", default_metric)
+    metric = data.get("metric", metrics.headline_metric(first)[0])
     if not isinstance(metric, str):
         raise w.error("", "metric", f"must be a metric name, got {metric!r}")
     for cell in runs:
-        available = logged_metrics(cell.config)
+        available = metrics.logged_metrics(cell.config)
         if metric not in available:
             raise w.error("", "metric", f"cell {{{cell.label}}} does not log {metric!r}; it logs "
                                         f"{', '.join(sorted(available))}")
@@ -554,8 +363,6 @@ def _metric(w: _Where, data: dict, runs: list[Cell]) -> tuple[str, str]:
         goal = data["goal"]
         if goal not in ("max", "min"):
             raise w.error("", "goal", f"must be max or min, got {goal!r}")
-    elif metric == default_metric:
-        goal = default_goal
     else:
-        goal = "max" if ("accuracy" in metric or "within" in metric) else "min"
+        goal = metrics.goal(metric)
     return metric, goal

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from engine.tasks.common import DataKey, Split, TaskData, generator, sizes
-from engine.tasks.mnist import images_and_splits
+from engine.tasks.mnist import data_source, images_and_splits  # noqa: F401  (the same image files as mnist)
 
 # Eight colours whose RGB directions all differ, so the colour is recoverable from the channel ratios alone
 # (whatever the stroke intensity). Order matters: n_colors takes a prefix, the first three being the primaries.

@@ -1,22 +1,22 @@
-"""Shared base of the task loaders: the data classes, the train/val/test split, the cache and the dispatch table.
+"""Shared base of the task modules: the data classes, the cache key and the train/val/test split.
 
-Each task lives in its own module (``points``, ``mnist``, ``colored_mnist``, ``regression``) exposing
-``load(key: DataKey) -> TaskData``, which builds the data on the CPU. ``load_task_data`` picks the module, memoises the
-result per data-relevant part of the config and only then moves the tensors to the requested device, so a study whose
-runs differ only in model or optimiser settings loads its data once.
+Each task module (``points``, ``mnist``, ``colored_mnist``, ``regression``) exposes
+
+    load(key: DataKey) -> TaskData              builds the data on the CPU
+    data_source(config: RunConfig) -> str | None   the files the data is read from, part of the cache key
+                                                   (None: generated or bundled with a library)
+
+and engine/tasks/__init__.py picks the module and caches what it loads.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from engine.config import RunConfig
 
 
 class DataNotAvailableError(RuntimeError):
@@ -58,8 +58,9 @@ class TaskData:
 
 
 class DataKey(NamedTuple):
-    """The fields of a RunConfig that decide the data; the cache key. ``data_dir`` is the resolved folder of
-    on-disk data (full MNIST) so that pointing ABLATION_LAB_DATA elsewhere is not served stale data; None otherwise."""
+    """The fields of a RunConfig that decide the data; the cache key. ``data_dir`` is the task's ``data_source``:
+    the resolved folder of on-disk data (full MNIST), so that pointing ABLATION_LAB_DATA elsewhere is not served
+    stale data; None otherwise."""
     task: str
     dataset: str
     n_samples: int | None
@@ -71,46 +72,6 @@ class DataKey(NamedTuple):
     val_fraction: float
     test_fraction: float
     data_dir: str | None
-
-
-# Task -> module with ``load(key)``. Imported lazily: loading points data should not import mlxtend, and the task
-# modules import this one.
-LOADERS: dict[str, str] = {
-    "points": "engine.tasks.points",
-    "mnist": "engine.tasks.mnist",
-    "colored_mnist": "engine.tasks.colored_mnist",
-    "regression": "engine.tasks.regression",
-}
-
-
-def data_key(config: RunConfig) -> DataKey:
-    """The cache key of a config's data."""
-    data_dir = None
-    if config.task in ("mnist", "colored_mnist") and config.dataset == "full":
-        from engine.tasks.mnist import mnist_dir  # local: avoid a module cycle at import time
-        data_dir = str(mnist_dir().resolve())
-    return DataKey(config.task, config.dataset, config.n_samples, config.noise, config.class_balance,
-                   config.n_colors, config.normalize, config.data_seed, config.val_fraction, config.test_fraction,
-                   data_dir)
-
-
-# Small on purpose: a colored full-MNIST entry is ~0.7 GB of float32. A study usually varies model/optimiser
-# settings on one data config, so a handful of entries covers it.
-@functools.lru_cache(maxsize=4)
-def _load_cpu(key: DataKey) -> TaskData:
-    module = importlib.import_module(LOADERS[key.task])
-    return module.load(key)
-
-
-def load_task_data(config: RunConfig, device: str | torch.device = "cpu") -> TaskData:
-    """The train/val/test data of ``config`` on ``device``; deterministic in the data fields of the config."""
-    data = _load_cpu(data_key(config))
-    return data if torch.device(device) == torch.device("cpu") else data.to(device)
-
-
-def clear_cache() -> None:
-    """Forget all memoised data (tests, or after downloading files)."""
-    _load_cpu.cache_clear()
 
 
 def split_indices(n: int, data_seed: int, val_fraction: float,

@@ -1,22 +1,20 @@
-"""Getting the full MNIST onto disk: download with MD5 check, verification, and the ``data`` CLI subcommand.
+"""Getting the full MNIST onto disk: download with MD5 check, and verification.
 
-``python -m engine data download mnist [--dest DIR]`` fetches the four idx files (about 11 MB) into DIR (default:
-$ABLATION_LAB_DATA or ./.data/mnist, where the ``full`` data sets look); ``python -m engine data verify mnist``
-checks them. This is the only module of the engine that touches the network, and only when asked to.
+``python -m engine data download mnist [--dest DIR]`` (engine/cli/data.py) fetches the four idx files (about
+11 MB) into DIR (default: $ABLATION_LAB_DATA or ./.data/mnist, where the ``full`` data sets look);
+``python -m engine data verify mnist`` checks them. This is the only module of the engine that touches the network, and only when asked to.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.tasks.mnist import MNIST_FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, mnist_dir, read_idx
+from engine.tasks.mnist import MNIST_FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_idx
 
 DEFAULT_BASE_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 
@@ -117,63 +115,3 @@ def verify_mnist(dest: Path) -> list[str]:
             elif y.size and y.max() > 9:
                 problems.append(f"{labels}: label {int(y.max())} outside 0..9")
     return problems
-
-
-# --- CLI -------------------------------------------------------------------------------------------------------------
-
-def _dest(args: argparse.Namespace) -> Path:
-    # Resolved at run time, not parser-build time, so ABLATION_LAB_DATA set after import still counts.
-    return Path(args.dest) if args.dest is not None else mnist_dir()
-
-
-def cmd_download(args: argparse.Namespace) -> int:
-    dest = _dest(args)
-    print(f"downloading MNIST from {args.base_url} into {dest.resolve()}")
-    try:
-        download_mnist(dest, args.base_url, log=print)
-    except DownloadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"done: {dest.resolve()}")
-    return 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    dest = _dest(args)
-    problems = verify_mnist(dest)
-    for problem in problems:
-        print(f"problem: {problem}", file=sys.stderr)
-    if problems:
-        print(f"MNIST in {dest.resolve()}: {len(problems)} problem(s); fix with "
-              f"`python -m engine data download mnist --dest {dest}`", file=sys.stderr)
-        return 1
-    print(f"MNIST in {dest.resolve()}: all {len(MNIST_FILES)} files present and verified")
-    return 0
-
-
-def handle_data(args: argparse.Namespace) -> int:
-    """Run the parsed ``data ...`` command (same as calling ``args.func(args)``)."""
-    return args.func(args)
-
-
-def add_data_commands(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
-    """Register ``data download mnist [--dest DIR] [--base-url URL]`` and ``data verify mnist [--dest DIR]`` on
-    the CLI's subparsers. Each leaf sets ``func`` (args -> exit code) via set_defaults; returns ``handle_data``,
-    which dispatches to it."""
-    data = subparsers.add_parser("data", help="download or verify on-disk data sets (full MNIST)",
-                                 description="Download or verify the full MNIST (the files the `full` data sets read).")
-    actions = data.add_subparsers(dest="data_command", metavar="{download,verify}", required=True)
-    dest_help = "folder of the idx files (default: $ABLATION_LAB_DATA, else ./.data/mnist)"
-
-    download = actions.add_parser("download", help="download a data set and check its checksums")
-    download.add_argument("dataset", choices=["mnist"])
-    download.add_argument("--dest", default=None, help=dest_help)
-    download.add_argument("--base-url", default=DEFAULT_BASE_URL,
-                          help=f"mirror to download from (http(s):// or file://); default {DEFAULT_BASE_URL}")
-    download.set_defaults(func=cmd_download)
-
-    verify = actions.add_parser("verify", help="check a downloaded data set (presence, MD5, format)")
-    verify.add_argument("dataset", choices=["mnist"])
-    verify.add_argument("--dest", default=None, help=dest_help)
-    verify.set_defaults(func=cmd_verify)
-    return handle_data

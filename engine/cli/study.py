@@ -10,20 +10,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.cli.common import add_store_flag, open_store
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    from engine.cli import add_store_flag
     parser.add_argument("file", help="study TOML file")
     parser.add_argument("--quick", action="store_true", help="apply the file's [quick] table (fewer seeds, epochs)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="parallel worker processes [default: one per CPU core]")
+                        help="parallel training processes [default: one per CPU core]")
     add_store_flag(parser)
 
 
 def _device_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto: CUDA when there is a GPU (stacks then run one after the other in this "
-                             "process), else CPU worker processes [default: auto]")
+                             "process), else CPU training processes [default: auto]")
 
 
 def add_study_commands(commands) -> None:
@@ -40,7 +41,8 @@ def add_study_commands(commands) -> None:
     run = sub.add_parser("run", help="train the missing cells (stop with Ctrl-C; run again to resume)")
     _common(run)
     run.add_argument("--executor", default="local", choices=("local", "ray"),
-                     help="local: worker processes on this machine; ray: tasks on a Ray cluster [default: local]")
+                     help="local: training processes on this machine; ray: tasks on a Ray cluster "
+                          "[default: local]")
     run.add_argument("--address", default=None,
                      help="Ray cluster address (e.g. HOST:6379 or ray://HOST:10001) [default: a local Ray]")
     _device_flag(run)
@@ -51,12 +53,11 @@ def add_study_commands(commands) -> None:
                               description="Runs every study of studies/ (exercises 1-4), then writes a markdown "
                                           "table: each line of the reference results beside the value measured "
                                           "here, and the study's qualitative findings as PASS/FAIL checks.")
-    from engine.cli import add_store_flag
     rep.add_argument("--quick", action="store_true", help="fewer epochs, seeds and cells: a few minutes on 2 cores")
     rep.add_argument("--out", default=None, help="report file [default: reproduce-report.md, or "
                                                  "reproduce-report-quick.md with --quick]")
     rep.add_argument("--studies", default=None, help="folder of the study files [default: studies/]")
-    rep.add_argument("--workers", type=int, default=None, help="parallel worker processes [default: one per core]")
+    rep.add_argument("--workers", type=int, default=None, help="parallel training processes [default: one per core]")
     rep.add_argument("--report-only", action="store_true", help="build the report from the store; train nothing")
     _device_flag(rep)
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -65,7 +66,6 @@ def add_study_commands(commands) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from engine.cli import open_store
     from engine.study.plan import format_plan, make_plan
     from engine.study.spec import load_study
     _check_workers(args.workers)
@@ -91,7 +91,6 @@ def _check_workers(workers: int | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.cli import open_store
     from engine.study.executor import format_result, run_study
     from engine.study.spec import load_study
     _check_workers(args.workers)
@@ -108,7 +107,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from engine.cli import open_store
     from engine.study.reproduce import reproduce
     _check_workers(args.workers)
     _check_device(args.device)

@@ -1,5 +1,5 @@
-"""Studies built in the dashboard: the builder's choices become a study spec (the same TOML a user would write,
-see engine/study/spec.py), expanded and planned by engine.study, never by code of its own.
+"""Studies built in the dashboard's Launch page: the builder's choices become a study spec (the same TOML a user
+would write, see spec.py), expanded and planned like any study file, never by code of its own.
 
     data = study_data("lr-sweep", base={"task": "points", "epochs": 5},
                       factors={"lr": {"log_range": [1e-3, 1e-1], "num": 3}, "activation": ["relu", "tanh"]},

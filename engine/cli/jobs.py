@@ -1,13 +1,14 @@
 """``python -m engine jobs ...``: the job queue from a terminal (the dashboard's Launch page uses the same queue).
 
-    python -m engine jobs ls [--all]                 queued and running jobs (--all: finished ones too)
-    python -m engine jobs show JOB                   one job's record as JSON
-    python -m engine jobs submit --config run.toml   queue one run   (or --study FILE [--quick] for a study)
+    python -m engine jobs ls [--all]                     queued and running jobs (--all: finished ones too)
+    python -m engine jobs show JOB                       one job's record as JSON
+    python -m engine jobs submit --config run.toml       queue one run   (or --study FILE [--quick] for a study)
     python -m engine jobs cancel JOB | requeue JOB
-    python -m engine jobs worker [--max-running N]   run the supervisor in the foreground (one per store)
-    python -m engine jobs machine                    what this machine can train on
+    python -m engine jobs supervisor [--max-running N]   run the supervisor in the foreground (one per store;
+                                                         `jobs worker` is its old name)
+    python -m engine jobs machine                        what this machine can train on
 
-engine/cli.py's build_parser() calls ``add_job_commands(subparsers)``.
+engine/cli/__init__.py's build_parser() calls ``add_job_commands(subparsers)``.
 """
 from __future__ import annotations
 
@@ -16,15 +17,12 @@ import json
 import sys
 import time
 
-
-def _store_root(args: argparse.Namespace) -> str:
-    from engine.store import default_store_root
-    return str(args.store or default_store_root())
+from engine.cli.common import add_store_flag, store_root
 
 
 def _queue(args: argparse.Namespace):
-    from .queue import JobQueue
-    return JobQueue(_store_root(args))
+    from engine.jobs.queue import JobQueue
+    return JobQueue(store_root(args))
 
 
 def _line(job) -> str:
@@ -33,7 +31,7 @@ def _line(job) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .queue import ACTIVE_STATES
+    from engine.jobs.queue import ACTIVE_STATES
     queue = _queue(args)
     jobs = queue.jobs(None if args.all else ACTIVE_STATES)
     sup = queue.supervisor()
@@ -53,7 +51,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from engine.config import RunConfig
 
-    from .worker import ensure_supervisor
+    from engine.jobs.service import ensure_supervisor
     if bool(args.config) == bool(args.study):
         print("error: give --config FILE (one run) or --study FILE (a study)", file=sys.stderr)
         return 2
@@ -68,7 +66,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                                  timeout_s=args.timeout_s, client_token=args.token)
     job = submitted.job
     print(f"{'queued' if submitted.created else 'already submitted'}: {_line(job)}")
-    if not args.no_worker:
+    if not args.no_supervisor:
         ensure_supervisor(queue.root)
     if args.wait:
         while job.active:
@@ -86,21 +84,21 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
-    from .worker import ensure_supervisor
+    from engine.jobs.service import ensure_supervisor
     queue = _queue(args)
     print(_line(queue.requeue(args.job)))
     ensure_supervisor(queue.root)
     return 0
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
-    from .worker import run_supervisor
-    return run_supervisor(args, _store_root(args))
+def cmd_supervisor(args: argparse.Namespace) -> int:
+    from engine.jobs.supervisor import run_supervisor
+    return run_supervisor(args, str(store_root(args)))
 
 
 def cmd_machine(args: argparse.Namespace) -> int:
-    from .device import machine_info
-    from .limits import default_max_running, load_limits
+    from engine.jobs.device import machine_info
+    from engine.jobs.limits import default_max_running, load_limits
     info = machine_info()
     print("\n".join(info.describe()))
     running = default_max_running(len(info.cuda), info.mps, info.cpu_cores)
@@ -110,39 +108,23 @@ def cmd_machine(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard(fn):
-    def handler(args: argparse.Namespace) -> int:
-        from engine.errors import is_user_error
-        try:
-            return fn(args)
-        except Exception as exc:
-            if is_user_error(exc):
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-            raise
-    return handler
-
-
 def add_job_commands(commands) -> None:
-    from .worker import add_worker_flags
+    from engine.jobs.supervisor import add_supervisor_flags
 
-    jobs = commands.add_parser("jobs", help="the job queue the dashboard launches into: ls, submit, cancel, worker",
+    jobs = commands.add_parser("jobs", help="the job queue the dashboard launches into: ls, submit, cancel, supervisor",
                                description="Queue runs and studies for the store's supervisor process, which trains "
                                            "them outside any terminal or dashboard session.")
     sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
 
-    def store_flag(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--store", default=None, help="run store folder [default: $ABLATION_LAB_STORE, else runs/]")
-
     p = sub.add_parser("ls", help="queued and running jobs")
     p.add_argument("--all", action="store_true", help="finished jobs too")
-    store_flag(p)
-    p.set_defaults(func=_guard(cmd_ls))
+    add_store_flag(p)
+    p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("show", help="one job's record as JSON")
     p.add_argument("job")
-    store_flag(p)
-    p.set_defaults(func=_guard(cmd_show))
+    add_store_flag(p)
+    p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("submit", help="queue one run (--config) or a study (--study)")
     p.add_argument("--config", help="TOML file with config fields")
@@ -154,21 +136,22 @@ def add_job_commands(commands) -> None:
     p.add_argument("--token", default=None, help="idempotency token: the same submission with the same token "
                                                  "queues once")
     p.add_argument("--wait", action="store_true", help="wait until the job ends; exit 0 when it completed")
-    p.add_argument("--no-worker", action="store_true", help="do not start the supervisor")
-    store_flag(p)
-    p.set_defaults(func=_guard(cmd_submit))
+    p.add_argument("--no-supervisor", "--no-worker", dest="no_supervisor", action="store_true",
+                   help="do not start the supervisor")
+    add_store_flag(p)
+    p.set_defaults(func=cmd_submit)
 
     for name, fn, text in (("cancel", cmd_cancel, "cancel a queued or running job"),
                            ("requeue", cmd_requeue, "queue an interrupted, failed, cancelled or timed-out job again")):
         p = sub.add_parser(name, help=text)
         p.add_argument("job")
-        store_flag(p)
-        p.set_defaults(func=_guard(fn))
+        add_store_flag(p)
+        p.set_defaults(func=fn)
 
-    p = sub.add_parser("worker", help="run the store's supervisor in the foreground")
-    add_worker_flags(p)
-    store_flag(p)
-    p.set_defaults(func=_guard(cmd_worker))
+    p = sub.add_parser("supervisor", aliases=["worker"], help="run the store's supervisor in the foreground")
+    add_supervisor_flags(p)
+    add_store_flag(p)
+    p.set_defaults(func=cmd_supervisor)
 
     p = sub.add_parser("machine", help="what this machine can train on, and the default limits")
-    p.set_defaults(func=_guard(cmd_machine))
+    p.set_defaults(func=cmd_machine)

@@ -1,13 +1,7 @@
-"""Command line: ``python -m engine COMMAND``. Every command takes ``--store DIR``.
+"""``python -m engine train``: one run from flags and/or a TOML config, or its result from the cache.
 
-    python -m engine train --task points --hidden 75 --activation tanh --optimizer adam --lr 0.01 --epochs 20
-    python -m engine train --config run.toml --epochs 5     # flags override the file
-    python -m engine ls | check [--repair] | compact | export ...
-    python -m engine study plan|run FILE
-    python -m engine reproduce [--quick]
-    python -m engine data download mnist
-
-The store root defaults to ``$ABLATION_LAB_STORE`` or ``runs/``; that default is taken here, at the edge, once.
+Every RunConfig field is a flag (``--hidden 100 150``, ``--lr 0.01``) with its allowed values and default in
+``--help``; a ``--config`` file comes first and the flags override it.
 """
 from __future__ import annotations
 
@@ -15,7 +9,8 @@ import argparse
 import sys
 from typing import Any
 
-from engine.config import ConfigError, FIELD_KINDS, RunConfig, field_help
+from engine.cli.common import add_store_flag, open_store
+from engine.config import FIELD_KINDS, RunConfig, field_help
 
 
 def _flag_type(kind: str):
@@ -64,16 +59,6 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(values)
 
 
-def add_store_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", default=None,
-                        help="run store folder [default: $ABLATION_LAB_STORE, else runs/]")
-
-
-def open_store(args: argparse.Namespace):
-    from engine.store import RunStore, default_store_root
-    return RunStore(args.store or default_store_root())
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -85,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
           file=sys.stderr)
     with tqdm(total=config.epochs, unit="epoch", file=sys.stderr, disable=args.quiet) as bar:
         def progress(event: dict) -> None:
-            bar.update(event["epoch"] - bar.n)
+            bar.update(event["run_epochs_done"] - bar.n)  # one run: its run-epochs are its epochs
         outcome = run_configs([config], store, device=args.device, progress=progress)[0]
     record = store.get(config.run_id)
     print(f"run_id: {config.run_id}")
@@ -96,15 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if outcome.status in ("completed", "diverged") else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from engine.store.cli import add_store_commands
-    from engine.tasks.download import add_data_commands
-    from engine.study.cli import add_study_commands
-    from engine.jobs.cli import add_job_commands
-
-    parser = argparse.ArgumentParser(prog="python -m engine", description="Ablation Lab: train, store and query runs.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_train_command(commands) -> None:
     train = commands.add_parser("train", help="train one run (or return it from the cache)",
                                 description="Train one run from flags and/or a TOML config; a config that already "
                                             "ran is returned from the store without training.")
@@ -114,29 +91,3 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_flag(train)
     add_config_flags(train)
     train.set_defaults(func=cmd_train)
-
-    add_store_commands(commands)
-    add_data_commands(commands)
-    add_study_commands(commands)
-    add_job_commands(commands)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("stopped: finished runs are kept in the store", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        # The project's own errors carry a message a user can act on; show it without a traceback.
-        from engine.errors import is_user_error
-        if is_user_error(exc):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise

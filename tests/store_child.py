@@ -1,9 +1,9 @@
 """Child program of tests/test_store_chaos.py (no tests here): writes runs and prints one line after each step
 returns, so the parent knows which epochs were durable when it sent SIGKILL.
 
-    python tests/test_store_child.py train ROOT PREFIX N_RUNS EPOCHS SLEEP_S COMPACT_EVERY THRESHOLD
-    python tests/test_store_child.py hold ROOT RUN_ID        open a run, log two epochs, wait to be killed
-    python tests/test_store_child.py try ROOT RUN_ID         try to open a run; exit 3 when it is locked
+    python tests/store_child.py train ROOT PREFIX N_RUNS EPOCHS SLEEP_S COMPACT_EVERY THRESHOLD
+    python tests/store_child.py hold ROOT RUN_ID        open a run, log two epochs, wait to be killed
+    python tests/store_child.py try ROOT RUN_ID         try to open a run; exit 3 when it is locked
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The training loop: K runs that share tensor shapes train together; a single run is K = 1.
 
-``train_stack`` trains one stack and reports each run through its own sink. ``run_configs`` is the cache-aware
-entry point: it skips configs whose result is already in the store, groups the rest into stacks and trains them.
+``train_stack`` trains one stack and reports each run through its own sink (engine/train/driver.py decides which
+stacks train, where, and skips what the store already has).
 
 Data lives on the device as tensors and a batch is an index gather (``X[idx]``): there is no DataLoader, no
 per-batch collation and no host-device copy inside the loop. Divergence is tracked on the device too (no
@@ -12,8 +12,7 @@ from __future__ import annotations
 import io
 import platform
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 
@@ -22,9 +21,10 @@ from engine.faults import pause_point
 from engine.models import StackedModel
 from engine.objectives import metric_sums, per_run_loss
 from engine.optim import StackedOptimizer, scheduled_lr
-from engine.sinks import RunSink, StoreSink
+from engine.sinks import RunSink
 from engine.stop import stop_of
 from engine.tasks import TaskData, load_task_data
+from engine.train.device import device_name, resolve_device
 
 # Fields that may differ inside one stack: they change values, never shapes or the graph.
 PER_RUN_FIELDS = frozenset({"seed", "lr", "weight_decay", "momentum", "schedule", "min_lr", "step_size", "gamma",
@@ -35,37 +35,6 @@ EVAL_CHUNK = 2048
 def stack_key(config: RunConfig) -> tuple:
     """Configs with equal keys can train as one stack."""
     return tuple(sorted((k, str(v)) for k, v in config.to_dict().items() if k not in PER_RUN_FIELDS))
-
-
-class DeviceError(ValueError):
-    """The asked-for device is not a device name, or this machine does not have it."""
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple's MPS, then the CPU."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise DeviceError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {device!r} asked for, but this machine has no CUDA GPU; use auto or cpu")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError(f"device {device!r} asked for, but this machine has no Apple MPS device; use auto or cpu")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise DeviceError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
-    return dev
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return device.type
 
 
 def _order_generator(seed: int) -> torch.Generator:
@@ -238,58 +207,3 @@ def _train(configs, sinks, statuses, device, progress, should_stop, data) -> Non
             summary.update({f"test_{name}": _finite_or_none(values[i]) for name, values in test.items()})
         sink.finish("completed", summary=summary, checkpoint=checkpoint_bytes(model, i))
         statuses[i] = "completed"
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    run_id: str
-    status: str          # completed | diverged | failed | cancelled | skipped, or the cached run's status
-    cached: bool         # True when the store already held the result and nothing trained
-
-
-def group_into_stacks(configs: Iterable[RunConfig], max_stack: int = 64) -> list[list[RunConfig]]:
-    """Group configs by stack key, preserving order, in stacks of at most ``max_stack`` runs."""
-    groups: dict[tuple, list[RunConfig]] = {}
-    for config in configs:
-        groups.setdefault(stack_key(config), []).append(config)
-    return [group[i:i + max_stack] for group in groups.values() for i in range(0, len(group), max_stack)]
-
-
-def run_configs(configs: Iterable[RunConfig], store, device: str = "auto",
-                progress: Callable[[dict[str, Any]], None] | None = None, extra_meta: dict | None = None,
-                max_stack: int = 64, sink_factory: Callable[..., StoreSink] = StoreSink,
-                on_outcomes: Callable[[list[RunOutcome]], None] | None = None) -> list[RunOutcome]:
-    """Train every config whose result is not cached in ``store``; a cached or duplicate config trains nothing.
-
-    ``progress`` events are train_stack's (per stack) plus ``run_epochs_done`` / ``run_epochs_total`` over all
-    runs of this call, cached ones counted as done. ``on_outcomes`` hears the cached runs first, then each stack's
-    runs as the stack ends. ``sink_factory(store, extra_meta)`` makes each run's sink (a StoreSink or a subclass).
-    """
-    unique = list({c.run_id: c for c in configs}.values())
-    outcomes: dict[str, RunOutcome] = {}
-    missing = []
-    for config in unique:
-        record = store.cached(config.run_id)
-        if record is not None:
-            outcomes[config.run_id] = RunOutcome(config.run_id, record.status, cached=True)
-        else:
-            missing.append(config)
-    if on_outcomes is not None:
-        on_outcomes(list(outcomes.values()))
-    total = sum(c.epochs for c in unique)
-    done = total - sum(c.epochs for c in missing)
-    for stack in group_into_stacks(missing, max_stack):
-        def stack_progress(event: dict[str, Any], base: int = done) -> None:
-            if progress is not None:
-                progress({**event, "run_epochs_done": base + event["epoch"] * event["runs"],
-                          "run_epochs_total": total})
-
-        sinks = [sink_factory(store, extra_meta) for _ in stack]
-        train_stack(stack, sinks, device=device, progress=stack_progress)
-        finished = [RunOutcome(config.run_id, sink.outcome()["status"], cached=False)  # "skipped": another
-                    for config, sink in zip(stack, sinks)]                           # process owned the run
-        outcomes.update((o.run_id, o) for o in finished)
-        done += sum(c.epochs for c in stack)
-        if on_outcomes is not None:
-            on_outcomes(finished)
-    return [outcomes[c.run_id] for c in unique]
