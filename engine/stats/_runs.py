@@ -155,13 +155,17 @@ def split_runs(runs: pd.DataFrame, by: str | Sequence[str], value: str, seed_col
     if not len(runs):
         return []
     coded = [_level_codes(runs[c]) for c in cols]
-    # Rows with the same codes form a group; np.unique sorts the code tuples, so groups come in level order.
-    uniq, group = np.unique(np.stack([c for c, _ in coded], axis=1), axis=0, return_inverse=True)
-    order = np.argsort(group.ravel(), kind="stable")
-    bounds = np.flatnonzero(np.diff(group.ravel()[order])) + 1
+    # Group number = rank of the row's code tuple in lexicographic order, built one column at a time (each step's
+    # ranks stay below the row count, so nothing overflows); groups then come in level order.
+    group = np.zeros(len(runs), dtype=np.int64)
+    for codes, levels in coded:
+        _, group = np.unique(group * len(levels) + codes, return_inverse=True)
+    order = np.argsort(group, kind="stable")
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    first = order[np.r_[0, bounds]]  # one row of each group
     seeds = None if seed_column is None else runs[seed_column].to_numpy()
     out = []
-    for rows, key_codes in zip(np.split(order, bounds), uniq.tolist()):
+    for rows, key_codes in zip(np.split(order, bounds), zip(*(codes[first].tolist() for codes, _ in coded))):
         key = tuple((c, levels[i]) for c, (_, levels), i in zip(cols, coded, key_codes))
         out.append(make_sample(v[rows], None if seeds is None else seeds[rows], d[rows], group_label(key), key))
     return out
