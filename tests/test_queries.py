@@ -147,7 +147,8 @@ def test_over_seeds_distinct_status_study(store):
     dv = queries.distinct_values(store, "activation")
     assert dv.values.tolist() == [["gelu", 1], ["relu", 6], ["tanh", 6]]
     sc = queries.status_counts(store).set_index("status").n.to_dict()
-    assert sc == {"running": 0, "completed": 12, "diverged": 1, "failed": 0, "cancelled": 0, "interrupted": 0}
+    assert sc == {"running": 0, "completed": 12, "diverged": 1, "failed": 0, "cancelled": 0, "timed_out": 0,
+                  "interrupted": 0}
     sp = queries.study_progress(store).set_index("study")
     assert sp.at["grid", "n_runs"] == 12 and sp.at["grid", "completed"] == 12 and sp.at["grid", "done_fraction"] == 1
 
