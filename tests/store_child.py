@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def child_main(argv: list[str]) -> int:
         w.log_epoch(0, {"loss": 1.0})
         w.log_epoch(1, {"loss": 0.5})
         say("READY")
-        time.sleep(60)
+        threading.Event().wait(timeout=60)  # hold the lock until the test kills us (at most a minute)
         return 0
     if mode == "try":
         store = RunStore(root, durable=False)

@@ -3,7 +3,6 @@ keeps answering (normal queries right after a stopped one, and while another one
 from __future__ import annotations
 
 import threading
-import time
 
 import duckdb
 import pandas as pd
@@ -12,6 +11,8 @@ import pytest
 from engine.errors import is_user_error
 from engine.sql_console import (MAX_SQL_CHARS, SqlConsole, SqlError, SqlRefused, SqlStopped, check_statement,
                                 locked_connection)
+
+from tests.waiting import wait_for
 
 pytest_plugins = ["tests.dashboard_fixtures"]
 
@@ -144,9 +145,7 @@ def test_other_users_keep_working_during_a_runaway(console):
     before = query_threads()
     runaway = threading.Thread(target=lambda: errors.append(pytest.raises(SqlStopped, console.run, RUNAWAY)))
     runaway.start()
-    deadline = time.monotonic() + 30
-    while query_threads() == before and time.monotonic() < deadline:  # until the runaway's query is under way
-        time.sleep(0.005)
+    wait_for(lambda: query_threads() > before, 30, every=0.005, what="the runaway's query to be under way")
     assert runaway.is_alive(), "the runaway query ended before it could be watched"
     res = console.run("SELECT count(*) AS n FROM runs")
     # answered while the runaway still ran: the second user did not wait for it to be stopped
