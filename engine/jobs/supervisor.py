@@ -15,8 +15,8 @@ reloads, closed tabs and a restart of the Streamlit server neither stop it nor s
 
 On start it settles what a dead predecessor left: a job still marked ``running`` whose process is gone (or is
 killed now: it belonged to the dead supervisor) has its open runs sealed as ``interrupted`` and becomes
-``interrupted``; its finished runs are in the store and re-queueing it trains only the rest. ``queued`` jobs simply start. With ``--idle-exit S`` it exits after S seconds
-with nothing to do; the page starts a new one when needed.
+``interrupted``; its finished runs are in the store and re-queueing it trains only the rest. ``queued`` jobs simply
+start. With ``--idle-exit S`` it exits after S seconds with nothing to do; the page starts a new one when needed.
 """
 from __future__ import annotations
 
