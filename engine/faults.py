@@ -1,7 +1,8 @@
 """Named pause points, so tests can stop a process at an exact moment instead of guessing it with sleeps.
 
-A no-op unless ``$ABLATION_LAB_PAUSE_AT`` names the point (comma-separated names). A process that reaches a named
-point writes ``paused-<point>-<pid>`` into ``$ABLATION_LAB_PAUSE_DIR`` (the state a test waits for) and then waits
+A no-op unless ``$ABLATION_LAB_PAUSE_AT`` names the point: comma-separated entries, each ``point`` (every process
+that reaches it pauses) or ``point@RUN_ID`` (only where that run is among the runs at hand). A process that reaches
+a named point writes ``paused-<point>-<pid>`` into ``$ABLATION_LAB_PAUSE_DIR`` (the state a test waits for) and then waits
 for signals for ever: a signal whose handler raises (a job's stop outside a shielded block) ends the wait with that
 exception; otherwise only SIGKILL ends it. The points:
 
@@ -14,14 +15,18 @@ import os
 import signal
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 PAUSE_ENV = "ABLATION_LAB_PAUSE_AT"
 PAUSE_DIR_ENV = "ABLATION_LAB_PAUSE_DIR"
 
 
-def pause_point(name: str) -> None:
+def pause_point(name: str, run_ids: Iterable[str] = ()) -> None:
     points = os.environ.get(PAUSE_ENV)
-    if not points or name not in points.split(","):
+    if not points:
+        return
+    wanted = {name} | {f"{name}@{run_id}" for run_id in run_ids}
+    if not wanted & set(points.split(",")):
         return
     folder = Path(os.environ.get(PAUSE_DIR_ENV) or tempfile.gettempdir())
     (folder / f"paused-{name}-{os.getpid()}").write_text(str(os.getpid()))

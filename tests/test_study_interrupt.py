@@ -17,7 +17,9 @@ from tests.waiting import wait_for
 REPO = Path(__file__).resolve().parents[1]
 
 # Short runs (1 epoch each, one stack per activation) and one long run; with 2 training processes the long one starts
-# first (longest first) and the short ones finish on the other process while it runs.
+# first (longest first) and the short ones finish on the other process while it runs. In the first invocation the
+# long run is held before its first epoch (a pause point), so that on a slow or loaded machine it cannot finish
+# before the interrupt; the second invocation trains it to the end.
 STUDY = """\
 name = "interrupt"
 seeds = [0]
@@ -38,8 +40,8 @@ epochs = 60
 """
 
 
-def run_cli(path: Path, store: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run_cli(path: Path, store: Path, **env_vars: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **env_vars}
     return subprocess.Popen([sys.executable, "-m", "engine", "study", "run", str(path), "--store", str(store),
                              "--workers", "2", "--quiet"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -56,12 +58,14 @@ def test_sigint_keeps_finished_runs_cancels_running_ones_and_restart_completes(t
     long = [c.run_id for c in spec.runs if c.grid == "long"]
     assert len(short) == 5 and len(long) == 1
 
-    proc = run_cli(path, store_root)
+    proc = run_cli(path, store_root, ABLATION_LAB_PAUSE_AT=",".join(f"before-first-epoch@{r}" for r in long),
+                   ABLATION_LAB_PAUSE_DIR=str(tmp_path))
 
     def ready_to_interrupt() -> bool:
         assert proc.poll() is None, proc.communicate()
         done = sum(1 for r in short if store.attempts(r).get(1) == "completed")
-        return done == len(short) and all(store.attempts(r).get(1) == "running" for r in long)
+        held = any(tmp_path.glob("paused-before-first-epoch-*"))
+        return done == len(short) and held and all(store.attempts(r).get(1) == "running" for r in long)
     try:
         wait_for(ready_to_interrupt, 150, every=0.1, what="five runs completed and the long one running",
                  show=lambda: {r: store.attempts(r) for r in short + long})
@@ -77,7 +81,7 @@ def test_sigint_keeps_finished_runs_cancels_running_ones_and_restart_completes(t
     assert all(rec.status == "completed" and rec.attempt == 1 for rec in finished.values())
     for r in long:
         rec = store.get(r)
-        assert rec.status == "cancelled" and rec.n_epochs < 60, (rec.status, rec.n_epochs)
+        assert rec.status == "cancelled" and rec.n_epochs == 0, (rec.status, rec.n_epochs)
 
     # Restart: only the cancelled runs train again (a new attempt); the finished ones are untouched.
     before = {r: (rec.attempt, rec.ended_at) for r, rec in finished.items()}

@@ -130,7 +130,7 @@ def _train(configs, sinks, statuses, device, progress, should_stop, data) -> Non
     batch_sizes[-1] = n - base.batch_size * (n_steps - 1)
     step = 0
     started = time.perf_counter()
-    pause_point("before-first-epoch")
+    pause_point("before-first-epoch", [c.run_id for c in configs])
 
     for epoch in range(base.epochs):
         epoch_start = time.perf_counter()
