@@ -12,8 +12,8 @@ exception; otherwise only SIGKILL ends it. The points:
 from __future__ import annotations
 
 import os
-import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -31,4 +31,6 @@ def pause_point(name: str, run_ids: Iterable[str] = ()) -> None:
     folder = Path(os.environ.get(PAUSE_DIR_ENV) or tempfile.gettempdir())
     (folder / f"paused-{name}-{os.getpid()}").write_text(str(os.getpid()))
     while True:
-        signal.pause()
+        # Not signal.pause(): the kernel may hand the signal to another thread (a run's heartbeat, torch's), and
+        # then pause() in this one never returns. Python runs the handler in this thread between two naps.
+        time.sleep(0.05)
