@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["AnalysisError", "INTERVALS", "FINISHED", "Cell", "Analysis", "analyze", "analyze_runs",
-           "study_importance", "config_factors", "level_text", "parse_assignments"]
+           "study_importance", "config_factors", "pooled_factors", "level_text", "parse_assignments"]
 
 INTERVALS = {"std": "mean ± sample standard deviation (ddof = 1) over the runs of the cell",
              "sem": "mean ± standard error of the mean",
@@ -163,6 +163,42 @@ class Analysis(Result):
         return pd.DataFrame(rows)
 
 
+def pooled_factors(runs: "pd.DataFrame", by: Sequence[str], exclude: Sequence[str] = (),
+                   average_over: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Config fields (not the seed, not in ``by``, ``exclude`` or ``average_over``) that take more than one value
+    inside some cell of ``by``: factor -> its levels as text, in sorted order. Pass finished runs (what the cells
+    hold). A field that follows a factor averaged over is averaged with it; a field that applies only to some levels
+    of another pooled field (momentum is n/a for adam) follows that field and is not named twice."""
+    if runs.empty:
+        return {}
+    keys = [runs[b].map(level_text).rename(f"_by{i}") for i, b in enumerate(by)]
+    texts = {f: runs[f].map(level_text) for f in FACTORS if f in runs}
+
+    def follows(f: str, g: str) -> bool:
+        return bool((texts[f].groupby(keys + [texts[g]]).nunique() <= 1).all())
+
+    out: dict[str, list[str]] = {}
+    for f, t in texts.items():
+        if f in by or f in exclude or f in average_over:
+            continue
+        if (t.groupby(keys).nunique() > 1).any() and not any(follows(f, g) for g in average_over if g in texts):
+            out[f] = sorted(set(t), key=_level_order(runs[f]))
+    for f in [f for f, levels in out.items() if "n/a" in levels]:
+        if any(g != f and "n/a" not in out[g] and follows(f, g) for g in out):
+            del out[f]
+    return out
+
+
+def _level_order(column: "pd.Series"):
+    """Sort key for level texts: numbers by value, the rest by text."""
+    values = {level_text(v): _plain_value(v) for v in column}
+
+    def key(text: str):
+        v = values.get(text)
+        return (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0.0, text)
+    return key
+
+
 def _check_factor(name: str, runs: "pd.DataFrame", what: str) -> str:
     allowed = [f for f in FACTORS if f in runs]
     if name not in allowed:
@@ -215,6 +251,11 @@ def analyze_runs(runs: "pd.DataFrame", metric: str, by: Sequence[str], *, hold: 
     if twice:
         raise AnalysisError(f"factor(s) {', '.join(twice)} used twice: each goes in one of by, hold, average_over")
 
+    # Runs of a task that never logs this metric are not part of the question (mnist runs beside a regression
+    # study's val_mse); a run of the right task without a value (it diverged before its first epoch) is.
+    logged = runs["final_" + metric].notna()
+    if "task" in runs:
+        runs = runs[runs["task"].isin(set(runs.loc[logged, "task"]))]
     status = runs["status"].astype(str)
     finished = runs[status.isin(FINISHED)]
     unfinished = {s: int(k) for s, k in status[~status.isin(FINISHED)].value_counts().sort_index().items()}
@@ -227,14 +268,7 @@ def analyze_runs(runs: "pd.DataFrame", metric: str, by: Sequence[str], *, hold: 
     table["value"] = value
     table["diverged"] = (finished["status"] == "diverged").to_numpy() | ~np.isfinite(value)
 
-    varying: dict[str, list[str]] = {}
-    others = [f for f in FACTORS if f in finished and f not in used]
-    if len(finished):
-        for f in others:
-            texts = finished[f].map(level_text)
-            inside = texts.groupby([table[b].map(level_text).to_numpy() for b in by]).nunique()
-            if (inside > 1).any():
-                varying[f] = sorted(set(texts))
+    varying = pooled_factors(finished, by, exclude=list(hold), average_over=average_over)
 
     base = None
     if baseline:

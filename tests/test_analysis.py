@@ -126,6 +126,18 @@ def test_a_factor_varying_inside_a_cell_is_named(store):
     averaged = analyze(store, "pooled", by=["activation"], average_over=["lr"])
     assert averaged.varying == {} and averaged.cells[0].n == 6
     assert analyze(store, "pooled").by == ("activation", "lr")   # default: the study's varying factors
+    # momentum applies to sgd only (n/a for adam): it follows the optimizer and is not named on its own; averaging
+    # over the optimizer averages over it too.
+    grid = analyze(store, "grid", by=["activation"])
+    assert grid.varying == {"optimizer": ["adam", "sgd"]}
+    assert analyze(store, "grid", by=["activation"], average_over=["optimizer"]).varying == {}
+    assert analysis.pooled_factors(grid_runs(store), ["activation"]) == {"optimizer": ["adam", "sgd"]}
+
+
+def grid_runs(store):
+    from engine import queries
+    runs = queries.study_runs(store, "grid")
+    return runs[runs["status"].isin(analysis.FINISHED)]
 
 
 def test_single_seed_and_identical_runs(store):
