@@ -70,6 +70,17 @@ def level_text(value: Any) -> str:
     return str(value)
 
 
+def _texts(column: "pd.Series") -> "pd.Series":
+    """``level_text`` of every value, computed once per distinct value (10,000 runs share a handful of levels)."""
+    import pandas as pd
+    try:
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    except TypeError:  # unhashable values (list columns as arrays): one call per run
+        return column.map(level_text)
+    texts = np.array([level_text(u) for u in uniques] + ["n/a"], dtype=object)
+    return pd.Series(texts[codes], index=column.index, dtype=object)
+
+
 def _plain_value(value: Any) -> Any:
     if isinstance(value, (list, tuple, np.ndarray)):
         return tuple(_plain_value(v) for v in value)
@@ -96,7 +107,7 @@ def parse_assignments(text: str | None, what: str) -> dict[str, str]:
 
 def config_factors(runs: "pd.DataFrame") -> list[str]:
     """Config fields other than the seed that take more than one value among these runs, in RunConfig order."""
-    return [f for f in FACTORS if f in runs and runs[f].map(_plain_value).nunique(dropna=False) > 1]
+    return [f for f in FACTORS if f in runs and _texts(runs[f]).nunique() > 1]
 
 
 @dataclass(frozen=True)
@@ -171,8 +182,8 @@ def pooled_factors(runs: "pd.DataFrame", by: Sequence[str], exclude: Sequence[st
     of another pooled field (momentum is n/a for adam) follows that field and is not named twice."""
     if runs.empty:
         return {}
-    keys = [runs[b].map(level_text).rename(f"_by{i}") for i, b in enumerate(by)]
-    texts = {f: runs[f].map(level_text) for f in FACTORS if f in runs}
+    keys = [_texts(runs[b]).rename(f"_by{i}") for i, b in enumerate(by)]
+    texts = {f: _texts(runs[f]) for f in FACTORS if f in runs}
 
     def follows(f: str, g: str) -> bool:
         return bool((texts[f].groupby(keys + [texts[g]]).nunique() <= 1).all())

@@ -23,7 +23,7 @@ from engine.config import FIELD_KINDS
 from engine.store import EPOCH_FIXED, RUN_ID_RE, STATUSES, QueryError, Views, tmp_path_for
 
 __all__ = ["QueryError", "list_runs", "curves", "final_and_best", "pivot", "over_seeds", "distinct_values",
-           "study_progress", "status_counts", "runs_by_id", "study_runs", "study_names", "epoch_times", "sql",
+           "study_progress", "status_counts", "runs_by_id", "study_runs", "epoch_times", "sql",
            "export", "EXPORTABLE",
            "EXPORT_FORMATS"]
 
@@ -276,14 +276,6 @@ def runs_by_id(store, run_ids: list[str]) -> "pd.DataFrame":
                       [list(run_ids)])
 
     return store.read(q)
-
-
-def study_names(store) -> list[str]:
-    """The names of the studies the store knows (runs started for a study, or added to one)."""
-    def q(ctx: Views):
-        return ctx.df(f"{ctx.with_('study_members')} SELECT DISTINCT study FROM study_members ORDER BY study")
-
-    return list(store.read(q)["study"])
 
 
 def study_runs(store, study: str) -> "pd.DataFrame":

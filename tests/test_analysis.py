@@ -202,6 +202,12 @@ def test_cli_table_markdown_and_errors(store):
     assert "cells pool different configs: lr takes 0.01, 0.1" in out
     code, out, _ = cli("analyze", "--study", "grid", "--store", str(store.root))
     assert code == 0 and "relu" in out and "best" in out and "running" in out
+    code, out, _ = cli("analyze", "--study", "pooled", "--by", "activation", "--hold", "lr=0.1", "--baseline",
+                       "activation=relu", "--interval", "std", "--store", str(store.root))
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:3] == ["activation", "mean", "±"]
+    assert lines[1].split()[0] == "relu" and lines[1].endswith("baseline") and "WARNING" not in out
+    assert lines[2].split()[0] == "tanh" and lines[2].endswith("worse")   # -0.1 on every seed: exact
     code, out, err = cli("analyze", "--study", "grid", "--by", "colour", "--store", str(store.root))
     assert code == 2 and out == "" and err.count("\n") == 1 and "unknown factor 'colour'" in err
     code, _, err = cli("analyze", "--study", "grid", "--hold", "lr", "--store", str(store.root))

@@ -38,7 +38,9 @@ def rows(result) -> tuple[list[str], list[list[str]]]:
             s = c.std if result.interval == "std" else c.sem
             spread = f"{_fmt(c.mean)} ± {_fmt(s)}"
         line = [level_text(c.key[f]) for f in result.by] + [spread, str(c.n), str(c.n_diverged), c.mark]
-        if result.baseline:
+        if result.baseline and c.vs_baseline_mark == "baseline":
+            line += ["–", "–", "baseline"]
+        elif result.baseline:
             line += [f"{_fmt(c.vs_baseline)} [{_fmt(c.vs_baseline_ci_low)}, {_fmt(c.vs_baseline_ci_high)}]",
                      _fmt(c.vs_baseline_p_holm), c.vs_baseline_mark or "–"]
         out.append(line)
