@@ -237,12 +237,60 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _cell(s, by: Sequence[str], interval: str, r, v) -> Cell:
+    """One Cell from engine.stats's GroupSummary ``s``, its RankedGroup ``r`` and its VsBaseline ``v`` (or None)."""
+    comp = v.comparison if v is not None else None
+    lo = hi = None
+    if interval == "ci":
+        lo, hi = s.ci_low, s.ci_high
+    elif s.mean is not None:
+        spread = s.std if interval == "std" else s.sem
+        if spread is not None:
+            lo, hi = _finite(s.mean - spread), _finite(s.mean + spread)
+    return Cell(
+        key={f: s.key[f] for f in by}, label=s.label, n=s.n, n_runs=s.n_runs,
+        n_diverged=s.excluded["diverged"] + s.excluded["non_finite"], mean=s.mean, std=s.std, sem=s.sem,
+        ci_low=s.ci_low, ci_high=s.ci_high, interval_low=lo, interval_high=hi,
+        mark=r.status if r is not None else "too few seeds", p_holm_vs_best=r.p_holm if r is not None else None,
+        vs_baseline=comp.difference if comp else (0.0 if v is not None and s.mean is not None else None),
+        vs_baseline_ci_low=comp.ci_low if comp else None, vs_baseline_ci_high=comp.ci_high if comp else None,
+        vs_baseline_p=comp.p_value if comp else None, vs_baseline_p_holm=v.p_holm if v is not None else None,
+        vs_baseline_mark=v.mark if v is not None else None, vs_baseline_method=comp.method if comp else None,
+        reason=s.reason)
+
+
+def _select(runs: "pd.DataFrame", metric: str, hold: dict[str, Any]):
+    """(the finished runs at the held levels, the held levels resolved, status -> count of unfinished runs)."""
+    # Runs of a task that never logs this metric are not part of the question (mnist runs beside a regression
+    # study's val_mse); a run of the right task without a value (it diverged before its first epoch) is.
+    logged = runs["final_" + metric].notna()
+    if "task" in runs:
+        runs = runs[runs["task"].isin(set(runs.loc[logged, "task"]))]
+    status = runs["status"].astype(str)
+    finished = runs[status.isin(FINISHED)]
+    unfinished = {s: int(k) for s, k in status[~status.isin(FINISHED)].value_counts().sort_index().items()}
+    held = {f: _resolve_level(finished if len(finished) else runs, f, v, "hold") for f, v in hold.items()}
+    for f, lv in held.items():
+        finished = finished[finished[f].map(_plain_value).map(lambda x, lv=lv: x == lv)]
+    return finished, held, unfinished
+
+
+def _values(finished: "pd.DataFrame", metric: str, by: Sequence[str]) -> "pd.DataFrame":
+    """What engine.stats takes: the ``by`` columns, seed, the final value, and the diverged flag (status diverged
+    or a non-finite final value)."""
+    import pandas as pd
+    value = pd.to_numeric(finished["final_" + metric], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    table = pd.DataFrame({f: finished[f].map(_plain_value).to_numpy() for f in by})
+    table["seed"] = finished["seed"].to_numpy() if "seed" in finished else None
+    table["value"] = value
+    table["diverged"] = (finished["status"] == "diverged").to_numpy() | ~np.isfinite(value)
+    return table
+
+
 def analyze_runs(runs: "pd.DataFrame", metric: str, by: Sequence[str], *, hold: dict[str, Any] | None = None,
                  average_over: Sequence[str] = (), baseline: dict[str, Any] | None = None, interval: str = "ci",
                  direction: str | None = None, alpha: float = 0.05, study: str | None = None) -> Analysis:
     """Analyse a runs table with list_runs's columns (config fields, status, final_<metric>)."""
-    import pandas as pd
-
     if interval not in INTERVALS:
         raise AnalysisError(f"interval must be one of {', '.join(INTERVALS)}, got {interval!r}")
     metrics = sorted(c[6:] for c in runs.columns if c.startswith("final_") and runs[c].notna().any())
@@ -262,23 +310,8 @@ def analyze_runs(runs: "pd.DataFrame", metric: str, by: Sequence[str], *, hold: 
     if twice:
         raise AnalysisError(f"factor(s) {', '.join(twice)} used twice: each goes in one of by, hold, average_over")
 
-    # Runs of a task that never logs this metric are not part of the question (mnist runs beside a regression
-    # study's val_mse); a run of the right task without a value (it diverged before its first epoch) is.
-    logged = runs["final_" + metric].notna()
-    if "task" in runs:
-        runs = runs[runs["task"].isin(set(runs.loc[logged, "task"]))]
-    status = runs["status"].astype(str)
-    finished = runs[status.isin(FINISHED)]
-    unfinished = {s: int(k) for s, k in status[~status.isin(FINISHED)].value_counts().sort_index().items()}
-    held = {f: _resolve_level(finished if len(finished) else runs, f, v, "hold") for f, v in hold.items()}
-    for f, lv in held.items():
-        finished = finished[finished[f].map(_plain_value).map(lambda x, lv=lv: x == lv)]
-    value = pd.to_numeric(finished["final_" + metric], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    table = pd.DataFrame({f: finished[f].map(_plain_value).to_numpy() for f in by})
-    table["seed"] = finished["seed"].to_numpy() if "seed" in finished else None
-    table["value"] = value
-    table["diverged"] = (finished["status"] == "diverged").to_numpy() | ~np.isfinite(value)
-
+    finished, held, unfinished = _select(runs, metric, hold)
+    table = _values(finished, metric, by)
     varying = pooled_factors(finished, by, exclude=list(hold), average_over=average_over)
 
     base = None
@@ -294,7 +327,7 @@ def analyze_runs(runs: "pd.DataFrame", metric: str, by: Sequence[str], *, hold: 
     if table.empty:
         return Analysis(study, metric, direction, f"final {metric}", tuple(by), held, tuple(average_over), base,
                         interval, INTERVALS[interval], 0.95, alpha, 0, unfinished, (), None, (), varying,
-                        CORRECTION, MARKS, DIVERGED_RULE, "no finished run in the selection")
+                        CORRECTION, MARKS, DIVERGED_RULE + "; " + EXCLUSION_RULE, "no finished run in the selection")
 
     summaries = summarize_groups(table, by, "value", diverged_column="diverged")
     ranked = best_vs_rest(table, by, "value", direction=direction, diverged_column="diverged", alpha=alpha)
@@ -306,28 +339,7 @@ def analyze_runs(runs: "pd.DataFrame", metric: str, by: Sequence[str], *, hold: 
                                                   diverged_column="diverged", alpha=alpha)
         vs = {r.summary.label: r for r in report.rows}
 
-    cells = []
-    for s in summaries:
-        r = rank.get(s.label)
-        v = vs.get(s.label)
-        comp = v.comparison if v is not None else None
-        lo = hi = None
-        if interval == "ci":
-            lo, hi = s.ci_low, s.ci_high
-        elif s.mean is not None:
-            spread = s.std if interval == "std" else s.sem
-            if spread is not None:
-                lo, hi = _finite(s.mean - spread), _finite(s.mean + spread)
-        cells.append(Cell(
-            key={f: s.key[f] for f in by}, label=s.label, n=s.n, n_runs=s.n_runs,
-            n_diverged=s.excluded["diverged"] + s.excluded["non_finite"], mean=s.mean, std=s.std, sem=s.sem,
-            ci_low=s.ci_low, ci_high=s.ci_high, interval_low=lo, interval_high=hi,
-            mark=r.status if r is not None else "too few seeds", p_holm_vs_best=r.p_holm if r is not None else None,
-            vs_baseline=comp.difference if comp else (0.0 if v is not None and s.mean is not None else None),
-            vs_baseline_ci_low=comp.ci_low if comp else None, vs_baseline_ci_high=comp.ci_high if comp else None,
-            vs_baseline_p=comp.p_value if comp else None, vs_baseline_p_holm=v.p_holm if v is not None else None,
-            vs_baseline_mark=v.mark if v is not None else None, vs_baseline_method=comp.method if comp else None,
-            reason=s.reason))
+    cells = [_cell(s, by, interval, rank.get(s.label), vs.get(s.label)) for s in summaries]
     return Analysis(study, metric, direction, f"final {metric}", tuple(by), held, tuple(average_over), base,
                     interval, INTERVALS[interval], summaries[0].confidence, alpha, len(table), unfinished,
                     tuple(cells), ranked.best, ranked.ties, varying, CORRECTION, MARKS,

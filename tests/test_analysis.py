@@ -151,6 +151,14 @@ def test_single_seed_and_identical_runs(store):
     json.dumps(res.to_dict(), allow_nan=False)
 
 
+def test_only_unfinished_runs_give_an_empty_result_that_says_why(store):
+    from engine import queries
+    runs = queries.study_runs(store, "grid")
+    res = analysis.analyze_runs(runs[runs["status"] == "running"], "val_accuracy", ["activation"])
+    assert res.cells == () and res.unfinished == {"running": 1} and res.reason == "no finished run in the selection"
+    json.dumps(res.to_dict(), allow_nan=False)
+
+
 def test_factor_importance_of_a_study(store):
     fi = analysis.study_importance(store, "pooled")
     assert fi.factors == ("activation", "lr") or list(fi.factors) == ["activation", "lr"]
