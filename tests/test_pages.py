@@ -262,6 +262,18 @@ def test_tables_loss_is_lower_is_better_and_running_runs_are_left_out(seeded):
     assert "Left out, not finished: 1 running" in texts(at)
 
 
+def test_tables_count_diverged_runs_beside_the_mean(seeded):
+    at = open_app("pages/tables.py", {"f.task": "regression", "metric": "val_mse", "row": "dataset", "col": "(none)",
+                                      "spread": "std"})
+    no_exception(at)
+    table = pivot_table(at, "dataset")
+    # hetero1d: the gaussian run in the mean, the sgd run that blew up counted; diabetes: only a run that diverged
+    # before logging anything.
+    assert re.fullmatch(r"[\d.]+ ± – std \(n=1, 1 diverged\)", table.loc["hetero1d", "value"])
+    assert table.loc["diabetes", "value"] == "n/a (n=0, 1 diverged)"
+    assert at.warning and "Cells pool different configs" in at.warning[0].value
+
+
 def test_tables_bad_url_values_fall_back(seeded):
     at = open_app("pages/tables.py", {"metric": "no_such_metric", "row": "../../etc", "dec": "x", "spread": "iqr",
                                       "base": "nope", "h.lr": "7"})
