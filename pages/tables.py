@@ -48,8 +48,7 @@ with c[4]:
 by = [row] + ([] if col == NONE else [col])
 
 # No cell pools different configs silently: each field that varies inside a cell is held at a value or averaged.
-finished = runs[runs["status"].isin(analysis.FINISHED)]
-pooled = analysis.pooled_factors(finished, by)
+pooled = data.pooled_factors(version, runs, tuple(by))
 hold, average_over = {}, []
 if pooled:
     notice = st.empty()  # filled once the controls below are read
@@ -70,15 +69,14 @@ with c[2]:
     decimals = int(url.selectbox("Decimals", [1, 2, 3, 4, 5], "dec", 2 if percent_ok else 4))
 direction = "higher" if mode == "max" else "lower"
 with guard("computing the table"):
-    result = analysis.analyze_runs(runs, metric, by, hold=hold, average_over=average_over, interval=interval,
-                                   direction=direction)
+    result = data.analyze(version, runs, metric, tuple(by), hold, tuple(average_over), interval, direction)
     with c[0]:
         labels = [cell.label for cell in result.cells]
         base = url.selectbox("Baseline", [NONE] + labels, "base", NONE,
                              help="every cell shows its difference from this cell, with a 95% CI and a mark")
     if base != NONE:
-        result = analysis.analyze_runs(runs, metric, by, hold=hold, average_over=average_over, interval=interval,
-                                       direction=direction, baseline=result.cells[labels.index(base)].key)
+        result = data.analyze(version, runs, metric, tuple(by), hold, tuple(average_over), interval, direction,
+                              baseline=result.cells[labels.index(base)].key)
 if pooled and result.varying:
     notice.warning("Cells pool different configs: " + "; ".join(f"**{f}** takes {', '.join(v)}"
                                                                 for f, v in result.varying.items())
