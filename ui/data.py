@@ -2,7 +2,8 @@
 
 Each takes ``version`` (``ui.state.store_version()``) and the store root (or a runs frame, keyed by a digest of its
 run ids) as plain arguments: when anything is written to the store the version changes and the next call reads
-afresh; until then reruns and other sessions reuse the frame. The engine's errors propagate; pages wrap calls in ``ui.state.guard``.
+afresh; until then reruns and other sessions reuse the frame. The engine's errors propagate; pages wrap calls in
+``ui.state.guard``.
 """
 from __future__ import annotations
 
