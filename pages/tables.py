@@ -72,7 +72,8 @@ with guard("computing the table"):
     result = data.analyze(version, runs, metric, tuple(by), hold, tuple(average_over), interval, direction)
     with c[0]:
         labels = [cell.label for cell in result.cells]
-        base = url.selectbox("Baseline", [NONE] + labels, "base", NONE,
+        shown = {cell.label: " · ".join(analysis.level_text(v) for v in cell.key.values()) for cell in result.cells}
+        base = url.selectbox("Baseline", [NONE] + labels, "base", NONE, format_func=lambda x: shown.get(x, x),
                              help="every cell shows its difference from this cell, with a 95% CI and a mark")
     if base != NONE:
         result = data.analyze(version, runs, metric, tuple(by), hold, tuple(average_over), interval, direction,
