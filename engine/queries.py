@@ -23,7 +23,8 @@ from engine.config import FIELD_KINDS
 from engine.store import EPOCH_FIXED, RUN_ID_RE, STATUSES, QueryError, Views, tmp_path_for
 
 __all__ = ["QueryError", "list_runs", "curves", "final_and_best", "pivot", "over_seeds", "distinct_values",
-           "study_progress", "status_counts", "runs_by_id", "epoch_times", "sql", "export", "EXPORTABLE",
+           "study_progress", "status_counts", "runs_by_id", "study_runs", "epoch_times", "sql",
+           "export", "EXPORTABLE",
            "EXPORT_FORMATS"]
 
 EXPORTABLE = ("runs", "attempts", "epochs", "all_epochs", "final_and_best", "status_counts", "study_progress")
@@ -273,6 +274,26 @@ def runs_by_id(store, run_ids: list[str]) -> "pd.DataFrame":
     def q(ctx: Views):
         return ctx.df(f"{ctx.with_('runs')} SELECT * FROM runs WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
                       [list(run_ids)])
+
+    return store.read(q)
+
+
+def study_runs(store, study: str) -> "pd.DataFrame":
+    """One row per member run of a study that has an attempt (newest attempt): the runs view without the stats_<m>
+    structs, as ``list_runs`` gives it; what engine/analysis.py analyses. An unknown study is a QueryError that
+    lists the known ones."""
+    def q(ctx: Views):
+        known = list(ctx.df(f"{ctx.with_('study_members')} SELECT DISTINCT study FROM study_members "
+                            "ORDER BY study")["study"])
+        if study not in known:
+            raise QueryError(f"unknown study {study!r}; studies in this store: "
+                             f"{', '.join(known) if known else '(none yet)'}")
+        cols = ctx.columns("runs")
+        select = ", ".join("r." + _ident(c) for c in cols if not c.startswith("stats_"))
+        return ctx.df(f"""{ctx.with_('runs', 'study_members')}
+            SELECT {select} FROM runs r
+            WHERE r.run_id IN (SELECT run_id FROM study_members WHERE study = ?)
+            ORDER BY r.run_id""", [study])
 
     return store.read(q)
 

@@ -1,15 +1,20 @@
-"""Tables: the final or best value of a metric by a row factor and a column factor, mean ± std (n) over seeds."""
+"""Tables: the final value of a metric by a row factor and a column factor, from engine/analysis.py: mean with the
+chosen spread, n, diverged runs counted, the best cell and its ties marked, and (with a baseline) every cell's
+difference from the baseline with its CI and a significance mark after Holm."""
 from __future__ import annotations
 
 import streamlit as st
 
+from engine import analysis
 from ui import charts, data, downloads, url
+from ui.cells import SPREADS, analysis_table, cells_frame, footnote
 from ui.filters import sidebar, varying_columns
 from ui.page import load_runs, stop_if_empty
-from ui.shape import display_table, is_fraction, mode_of, pivot_cells
+from ui.shape import is_fraction, mode_of
 from ui.state import ensure_router, guard
 
 NONE = "(none)"
+CHOOSE, AVERAGE = "— choose —", "average over it"
 
 ensure_router()
 st.title("Tables")
@@ -21,64 +26,93 @@ metrics = data.metrics_of(runs)
 if not metrics:
     st.warning("These runs logged no metric yet.")
     st.stop()
-varying = varying_columns(runs)
-# seed last: a table by seed is a check, not the usual view (cells are means over seeds).
-factors = [f for f in varying if f != "seed"] + [f for f in varying if f == "seed"] or ["task"]
+# Cells are means over seeds: the factors are the config fields that vary, the seed and derived columns aside.
+factors = [f for f in varying_columns(runs) if f in analysis.FACTORS] or ["task"]
 
-c = st.columns([2, 1.2, 1.2, 1.6, 1.6])
+c = st.columns([2, 1.2, 1.6, 1.6, 1.6])
 with c[0]:
     metric = url.selectbox("Metric", metrics, "metric",
                            next((m for m in ("val_accuracy", "val_loss") if m in metrics), metrics[0]))
 with c[1]:
-    stat = url.radio("Value", ["best", "final"], "stat", "best",
-                     help="best: the best epoch's value (min for losses, max for accuracies); final: the last "
-                          "epoch's value")
-with c[2]:
     # Keyed by metric: picking a loss after an accuracy must not keep "max".
     mode = url.radio("Better is", ["max", "min"], "mode", mode_of(metric), widget_key=f"url_mode_{metric}")
-with c[3]:
+with c[2]:
     row = url.selectbox("Rows", factors, "row", factors[0])
-with c[4]:
+with c[3]:
     cols = [NONE] + [f for f in factors if f != row]
     col = url.selectbox("Columns", cols, "col", cols[1] if len(cols) > 1 else NONE)
-col = None if col == NONE else col
+with c[4]:
+    interval = url.radio("Spread", list(SPREADS), "spread", "ci", format_func=SPREADS.get,
+                         help="what follows the mean: the runs' standard deviation, the standard error of the mean, "
+                              "or a 95% confidence interval for the mean (t)")
+by = [row] + ([] if col == NONE else [col])
 
-c = st.columns([1, 1, 1, 3])
+# No cell pools different configs silently: each field that varies inside a cell is held at a value or averaged.
+pooled = data.pooled_factors(version, runs, tuple(by))
+hold, average_over = {}, []
+if pooled:
+    notice = st.empty()  # filled once the controls below are read
+    pick = st.columns(min(len(pooled), 4))
+    for i, (f, levels) in enumerate(pooled.items()):
+        with pick[i % len(pick)]:
+            choice = url.selectbox(f"{f}", [CHOOSE, AVERAGE] + levels, f"h.{f}", CHOOSE)
+        if choice == AVERAGE:
+            average_over.append(f)
+        elif choice != CHOOSE:
+            hold[f] = choice
+
+c = st.columns([2.4, 1, 1, 2])
 percent_ok = is_fraction(metric)
-with c[0]:
-    percent = url.toggle("Percent", "pct", percent_ok, disabled=not percent_ok)
 with c[1]:
-    decimals = int(url.selectbox("Decimals", [1, 2, 3, 4, 5], "dec", 2 if percent_ok else 4))
+    percent = url.toggle("Percent", "pct", percent_ok, disabled=not percent_ok) and percent_ok
 with c[2]:
-    show_epoch = url.toggle("Epoch", "epoch", True, help="append '@e': the mean epoch at which the value was reached")
-
+    decimals = int(url.selectbox("Decimals", [1, 2, 3, 4, 5], "dec", 2 if percent_ok else 4))
+direction = "higher" if mode == "max" else "lower"
 with guard("computing the table"):
-    fab = data.final_and_best(version, root, metric, mode)
-fab = fab[fab["run_id"].isin(runs["run_id"])]
-if fab.empty:
-    st.warning(f"None of the selected runs logged {metric}.")
+    result = data.analyze(version, runs, metric, tuple(by), hold, tuple(average_over), interval, direction)
+    with c[0]:
+        labels = [cell.label for cell in result.cells]
+        shown = {cell.label: " · ".join(analysis.level_text(v) for v in cell.key.values()) for cell in result.cells}
+        base = url.selectbox("Baseline", [NONE] + labels, "base", NONE, format_func=lambda x: shown.get(x, x),
+                             help="every cell shows its difference from this cell, with a 95% CI and a mark")
+    if base != NONE:
+        result = data.analyze(version, runs, metric, tuple(by), hold, tuple(average_over), interval, direction,
+                              baseline=result.cells[labels.index(base)].key)
+if pooled and result.varying:
+    notice.warning("Cells pool different configs: " + "; ".join(f"**{f}** takes {', '.join(v)}"
+                                                                for f, v in result.varying.items())
+                   + ". Hold each at a value, or average over it knowingly.", icon="⚠️")
+elif pooled:
+    notice.info("Other factors vary across these runs: " + "; ".join(
+        [f"**{f}** held at {v}" for f, v in hold.items()] + [f"averaged over **{f}**" for f in average_over]))
+if not result.cells:
+    st.warning(f"None of the selected runs finished with a value of {metric}.")
     st.stop()
-cells = pivot_cells(fab, row, col, stat, mode)
-table, best = display_table(cells, row, col, percent and percent_ok, decimals, show_epoch)
 
-what = f"{stat} {metric}" + (" (%)" if percent and percent_ok else "")
-st.caption(f"{what} by {row}" + (f" × {col}" if col else "") + f": mean ± std (n runs){' @mean epoch' if show_epoch else ''}"
-           f" over seeds and any other varying config; best cell ({'highest' if mode == 'max' else 'lowest'} mean) "
-           f"highlighted. {len(fab):,} runs.")
+table, ties, best = analysis_table(result, percent, decimals)
+notes = footnote(result, percent)
+st.caption(f"final {metric}{' (%)' if percent else ''} by {' × '.join(by)}: {result.n_runs:,} finished runs. "
+           + " ".join(notes[:3]))
 tab_table, tab_heat, tab_cells = st.tabs(["Table", "Heatmap", "Cells (long)"])
 with tab_table:
-    def mark_best(frame):
+    def mark(frame):
         styles = frame.copy().astype(str)
         styles.loc[:, :] = ""
+        for pos in ties:
+            styles.loc[pos] = "background-color: #fef3c7"
         if best is not None:
-            styles.loc[best[0], best[1]] = "background-color: #fde68a; font-weight: bold"
+            styles.loc[best] = "background-color: #fde68a; font-weight: bold"
         return styles
-    st.dataframe(table.style.apply(mark_best, axis=None), key="pivot_table")
-    stem = f"{metric}_{stat}_by_{row}" + (f"_x_{col}" if col else "")
-    downloads.buttons(table, stem, "dl", best=best, caption=f"{what} by {row}" + (f" x {col}" if col else ""))
+    st.dataframe(table.style.apply(mark, axis=None), key="pivot_table")
+    for line in notes[3:]:
+        st.caption(line)
+    stem = f"{metric}_final_by_{'_x_'.join(by)}_{interval}"
+    downloads.buttons(table, stem, "dl", best=best, caption=f"final {metric} by {' x '.join(by)}", notes=notes)
+cells = cells_frame(result)
 with tab_heat:
-    texts = cells.apply(lambda r: table.loc[str(r[row]), str(r[col]) if col else "value"], axis=1)
-    st.altair_chart(charts.heatmap(cells, row, col, texts, metric, mode, percent and percent_ok), key="heatmap")
+    texts = cells.apply(lambda r: table.loc[r[row], r[by[1]] if len(by) > 1 else "value"], axis=1)
+    st.altair_chart(charts.heatmap(cells, row, by[1] if len(by) > 1 else None, texts, metric, mode, percent),
+                    key="heatmap")
 with tab_cells:
     st.dataframe(cells, hide_index=True, key="cells")
     downloads.frame_buttons(cells, stem + "_cells", "dl_cells")

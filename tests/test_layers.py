@@ -23,6 +23,7 @@ LAYERS = (
      "engine.faults", "engine.stop"),
     ("engine.store",),                                                        # runs on disk (no torch)
     ("engine.queries", "engine.sql_console"),                                 # SQL over the store's views
+    ("engine.analysis",),                                                     # a selection -> statistics
     ("engine.tasks", "engine.models", "engine.optim", "engine.objectives"),   # data and math (torch)
     ("engine.sinks", "engine.train", "engine.inspect"),                       # the training loop and its driver
     ("engine.study",),                                                        # studies: plan, run, report

@@ -191,59 +191,92 @@ def test_curves_url_state_round_trip(seeded):
 
 # --- Tables ----------------------------------------------------------------------------------------------------------
 
-def direct_best_mean(root: Path, run_ids: list[str], metric: str = "val_accuracy") -> float:
-    """The mean over runs of each run's best (max) value, straight from the store's epoch files."""
+def direct_final_mean(root: Path, run_ids: list[str], metric: str = "val_accuracy") -> float:
+    """The mean over runs of each run's last epoch's value, straight from the store's epoch files."""
     con = duckdb.connect()
-    return con.execute(f"SELECT avg(best) FROM (SELECT run_id, max({metric}) AS best FROM "
+    return con.execute(f"SELECT avg(v) FROM (SELECT run_id, arg_max({metric}, epoch) AS v FROM "
                        f"read_parquet('{root}/sealed/*.epochs.parquet', union_by_name = true) WHERE run_id IN "
                        f"(SELECT unnest(?::VARCHAR[])) GROUP BY run_id)", [run_ids]).fetchone()[0]
 
 
-def test_tables_pivot_cell_equals_the_store(seeded):
-    at = open_app("pages/tables.py", {"f.study": "ablation", "metric": "val_accuracy", "stat": "best",
-                                      "row": "activation", "col": "optimizer", "pct": "0", "dec": "5"})
+def pivot_table(at: AppTest, row: str) -> pd.DataFrame:
+    return next(df.value for df in at.dataframe if getattr(df.value, "index", None) is not None
+                and df.value.index.name == row)
+
+
+def test_tables_cell_equals_engine_analysis(seeded):
+    at = open_app("pages/tables.py", {"f.study": "ablation", "metric": "val_accuracy", "row": "activation",
+                                      "col": "optimizer", "spread": "sem", "pct": "0", "dec": "5"})
     no_exception(at)
-    table = next(df.value for df in at.dataframe if df.value.index.name == "activation")
+    table = pivot_table(at, "activation")
     assert list(table.index) == ["relu", "tanh"] and list(table.columns) == ["adam", "sgd"]
     cell = table.loc["relu", "adam"]
-    m = re.match(r"([\d.]+) ± ([\d.]+) \((\d+)\) @([\d.]+)", cell)
+    m = re.match(r"([\d.]+) ± ([\d.]+) s\.e\. \(n=(\d+)\)", cell)
     assert m, cell
-    assert float(m.group(1)) == pytest.approx(direct_best_mean(seeded.root, seeded.by_cell[("relu", "adam")]),
+    from engine.analysis import analyze
+    res = analyze(seeded.store(), "ablation", "val_accuracy", ["activation", "optimizer"], interval="sem")
+    want = next(c for c in res.cells if c.key == {"activation": "relu", "optimizer": "adam"})
+    assert float(m.group(1)) == pytest.approx(want.mean, abs=5e-6) and int(m.group(3)) == want.n == 3
+    assert float(m.group(2)) == pytest.approx(want.sem, abs=5e-6)
+    assert float(m.group(1)) == pytest.approx(direct_final_mean(seeded.root, seeded.by_cell[("relu", "adam")]),
                                               abs=5e-6)
-    assert int(m.group(3)) == 3
-    # The engine's own pivot agrees.
-    from engine import queries
-    pv = queries.pivot(seeded.store(), "val_accuracy", "activation", "optimizer", "max", "best",
-                       {"run_id": seeded.study_ids})
-    engine_mean = pv[(pv.activation == "relu") & (pv.optimizer == "adam")]["mean"].iloc[0]
-    assert float(m.group(1)) == pytest.approx(engine_mean, abs=5e-6)
-    assert float(m.group(2)) == pytest.approx(pv[(pv.activation == "relu") & (pv.optimizer == "adam")]["std"].iloc[0],
-                                              abs=5e-6)
-    heat = [c for c in charts(at)]
+    assert sum(("best" in v) for v in table.to_numpy().ravel()) == 1
+    assert not at.warning                                   # lr follows the optimizer: nothing pooled
+    heat = charts(at)
     assert heat and heat[0][1]["best"].sum() == 1
+    long = next(df.value for df in at.dataframe if "interval" in getattr(df.value, "columns", []))
+    assert set(long["interval"]) == {"sem"} and set(long["mark"]) <= {"best", "tie", "worse", "too few seeds"}
 
 
-def test_tables_percent_final_and_single_factor(seeded):
-    at = open_app("pages/tables.py", {"f.study": "ablation", "metric": "val_accuracy", "stat": "final",
-                                      "row": "optimizer", "col": "(none)", "epoch": "0"})
+def test_tables_pooled_configs_are_named_and_can_be_held(seeded):
+    at = open_app("pages/tables.py", {"f.study": "ablation", "row": "activation", "col": "(none)"})
     no_exception(at)
-    table = next(df.value for df in at.dataframe if df.value.index.name == "optimizer")
-    assert list(table.columns) == ["value"]
-    assert re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d \(6\)", table.loc["adam", "value"])  # percent, 2 decimals
+    assert at.warning and "Cells pool different configs" in at.warning[0].value
+    assert "optimizer" in at.warning[0].value and "lr" in at.warning[0].value
+    assert pivot_table(at, "activation").loc["relu", "value"].count("n=6")
+    at.selectbox(key="url_h.optimizer").set_value("adam").run()
+    at.selectbox(key="url_h.lr").set_value("average over it").run()
+    no_exception(at)
+    assert not at.warning, at.warning[0].value
+    assert "optimizer** held at adam" in at.info[0].value
+    assert "(n=3)" in pivot_table(at, "activation").loc["relu", "value"]
 
 
-def test_tables_loss_is_lower_is_better_and_nan_runs_count(seeded):
-    at = open_app("pages/tables.py", {"f.task": "points", "metric": "val_loss", "row": "seed", "col": "(none)"})
+def test_tables_baseline_shows_differences(seeded):
+    at = open_app("pages/tables.py", {"f.study": "ablation", "row": "activation", "col": "optimizer",
+                                      "base": "activation=relu, optimizer=sgd"})
+    no_exception(at)
+    table = pivot_table(at, "activation")
+    assert table.loc["relu", "sgd"].endswith("| baseline")
+    assert re.search(r"\| Δ [+-][\d.]+ \[[+-][\d.]+, [+-][\d.]+\] (better|worse|n\.s\.)$", table.loc["relu", "adam"])
+    assert "Holm" in texts(at)
+
+
+def test_tables_loss_is_lower_is_better_and_running_runs_are_left_out(seeded):
+    at = open_app("pages/tables.py", {"f.task": "points", "metric": "val_loss", "row": "activation",
+                                      "col": "(none)"})
     no_exception(at)
     assert at.radio(key="url_mode_val_loss").value == "min"
     at.selectbox(key="url_metric").set_value("val_accuracy").run()
     assert at.radio(key="url_mode_val_accuracy").value == "max"
-    table = next(df.value for df in at.dataframe if df.value.index.name == "seed")
-    assert "99" in table.index  # the run with a NaN epoch still has a best value
+    assert "Left out, not finished: 1 running" in texts(at)
+
+
+def test_tables_count_diverged_runs_beside_the_mean(seeded):
+    at = open_app("pages/tables.py", {"f.task": "regression", "metric": "val_mse", "row": "dataset", "col": "(none)",
+                                      "spread": "std"})
+    no_exception(at)
+    table = pivot_table(at, "dataset")
+    # hetero1d: the gaussian run in the mean, the sgd run that blew up counted; diabetes: only a run that diverged
+    # before logging anything.
+    assert re.fullmatch(r"[\d.]+ ± – std \(n=1, 1 diverged\)", table.loc["hetero1d", "value"])
+    assert table.loc["diabetes", "value"] == "n/a (n=0, 1 diverged)"
+    assert at.warning and "Cells pool different configs" in at.warning[0].value
 
 
 def test_tables_bad_url_values_fall_back(seeded):
-    at = open_app("pages/tables.py", {"metric": "no_such_metric", "row": "../../etc", "dec": "x"})
+    at = open_app("pages/tables.py", {"metric": "no_such_metric", "row": "../../etc", "dec": "x", "spread": "iqr",
+                                      "base": "nope", "h.lr": "7"})
     no_exception(at)
 
 
@@ -325,6 +358,23 @@ def test_downloads_carry_exactly_the_table_on_screen(tmp_path):
     assert r"\textbf{98.67 $\pm$ 1.15 (3) @2}" in tex and r"92.22 $\pm$ 1.39 (3) @2" in tex
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and "--" in tex
     assert r"\multicolumn{2}{c}{optimizer}" in tex
+
+
+def test_markdown_latex_and_excel_downloads_carry_the_footnote(tmp_path):
+    import openpyxl
+
+    from ui.downloads import table_bytes
+    table = pd.DataFrame({"value": ["0.85 ± 0.01 s.e. (n=3) best | Δ +0.10 [+0.05, +0.15] better"]},
+                         index=pd.Index(["relu"], name="activation"))
+    notes = ["Each cell: mean ± standard error", "tie: Holm-corrected", "Diverged runs are excluded and counted"]
+    md = table_bytes(table, "Markdown", notes=notes).decode()
+    assert md.endswith("Notes:\n\n- Each cell: mean ± standard error\n- tie: Holm-corrected\n"
+                       "- Diverged runs are excluded and counted\n")
+    tex = table_bytes(table, "LaTeX", notes=notes).decode()
+    assert r"$\Delta$ +0.10" in tex and r"{\footnotesize" in tex and r"tie: Holm-corrected\\" in tex
+    assert tex.index(r"\end{tabular}") < tex.index("Diverged runs are excluded")
+    (tmp_path / "t.xlsx").write_bytes(table_bytes(table, "Excel", notes=notes))
+    assert [c.value for c in openpyxl.load_workbook(tmp_path / "t.xlsx")["notes"]["A"]] == ["notes", *notes]
 
 
 def test_latex_escapes_what_latex_would_choke_on():

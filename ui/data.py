@@ -1,8 +1,9 @@
 """Cached loaders: every frame the pages show comes from one of these, keyed by the store version.
 
-Each takes ``version`` (``ui.state.store_version()``) and the store root as plain arguments: when anything is
-written to the store the version changes and the next call reads afresh; until then reruns and other sessions reuse
-the frame. The engine's errors propagate; pages wrap calls in ``ui.state.guard``.
+Each takes ``version`` (``ui.state.store_version()``) and the store root (or a runs frame, keyed by a digest of its
+run ids) as plain arguments: when anything is written to the store the version changes and the next call reads
+afresh; until then reruns and other sessions reuse the frame. The engine's errors propagate; pages wrap calls in
+``ui.state.guard``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine import queries
+from engine import analysis, queries
 from engine.config import FIELD_KINDS
 
 from ui.state import _store
@@ -70,6 +71,35 @@ def _curves(version: str, root: str, digest: str, _run_ids: tuple[str, ...], met
 def final_and_best(version: str, root: str, metric: str, mode: str) -> pd.DataFrame:
     """Per run that logged the metric: final and best value with their epochs, status and config."""
     return _tidy_runs(queries.final_and_best(_store(root), metric, mode))
+
+
+def _ids_digest(runs: pd.DataFrame) -> str:
+    return hashlib.blake2b("\n".join(runs["run_id"]).encode(), digest_size=16).hexdigest()
+
+
+def pooled_factors(version: str, runs: pd.DataFrame, by: tuple[str, ...]) -> dict[str, list[str]]:
+    """engine.analysis.pooled_factors of the finished runs among ``runs`` (a filtered runs frame)."""
+    return _pooled_factors(version, _ids_digest(runs), runs, tuple(by))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _pooled_factors(version: str, digest: str, _runs: pd.DataFrame, by: tuple[str, ...]):
+    return analysis.pooled_factors(_runs[_runs["status"].isin(analysis.FINISHED)], list(by))
+
+
+def analyze(version: str, runs: pd.DataFrame, metric: str, by: tuple[str, ...], hold: dict, average_over: tuple,
+            interval: str, direction: str, baseline: dict | None = None) -> analysis.Analysis:
+    """engine.analysis.analyze_runs over a filtered runs frame, cached by the store version and the run ids (so a
+    click that changes only the decimals or the percent toggle costs no statistics)."""
+    return _analyze(version, _ids_digest(runs), runs, metric, tuple(by), tuple(hold.items()), tuple(average_over),
+                    interval, direction, None if baseline is None else tuple(baseline.items()))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _analyze(version, digest, _runs, metric, by, hold, average_over, interval, direction, baseline):
+    return analysis.analyze_runs(_runs, metric, list(by), hold=dict(hold), average_over=list(average_over),
+                                 interval=interval, direction=direction,
+                                 baseline=None if baseline is None else dict(baseline))
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

@@ -1,8 +1,10 @@
 """Downloads of exactly the table on screen: CSV, Parquet, Excel, Markdown and LaTeX.
 
-Every format carries the same cells (the same text, the same rounding); only the marking of the best cell follows
-each format's idiom: bold in Markdown (``**``), Excel (a bold font) and LaTeX (``\\textbf``); the CSV and Parquet
-carry the plain table. The LaTeX is a booktabs ``tabular`` that pastes straight into the study's report.
+Every format carries the same cells (the same text, the same rounding, so the spread's name and the marks travel
+inside each cell); only the marking of the best cell follows each format's idiom: bold in Markdown (``**``), Excel
+(a bold font) and LaTeX (``\\textbf``); the CSV and Parquet carry the plain table. ``notes`` (what the ± and the
+marks mean, the correction, the diverged runs) become a footnote in Markdown and LaTeX and a second sheet in
+Excel. The LaTeX is a booktabs ``tabular`` that pastes straight into the study's report.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def to_parquet(table: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def to_excel(table: pd.DataFrame, best: tuple[str, str] | None = None) -> bytes:
+def to_excel(table: pd.DataFrame, best: tuple[str, str] | None = None, notes: list[str] | None = None) -> bytes:
     from openpyxl.styles import Font
 
     flat = _flat(table)
@@ -55,22 +57,28 @@ def to_excel(table: pd.DataFrame, best: tuple[str, str] | None = None) -> bytes:
             ws.cell(row=r, column=c).font = Font(bold=True)
         for col in ws.columns:
             ws.column_dimensions[col[0].column_letter].width = max(10, max(len(str(v.value or "")) for v in col) + 2)
+        if notes:
+            pd.DataFrame({"notes": notes}).to_excel(xl, index=False, sheet_name="notes")
     return buf.getvalue()
 
 
-def to_markdown(table: pd.DataFrame, best: tuple[str, str] | None = None) -> bytes:
+def to_markdown(table: pd.DataFrame, best: tuple[str, str] | None = None, notes: list[str] | None = None) -> bytes:
     shown = table.copy()
     if best is not None:
         shown.loc[best[0], best[1]] = f"**{shown.loc[best[0], best[1]]}**"
-    return (_flat(shown).to_markdown(index=False, disable_numparse=True) + "\n").encode("utf-8")
+    text = _flat(shown).to_markdown(index=False, disable_numparse=True) + "\n"
+    if notes:
+        text += "\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes)
+    return text.encode("utf-8")
 
 
 def latex_escape(text: str) -> str:
     out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-    return out.replace("±", r"$\pm$").replace("–", "--")
+    return out.replace("±", r"$\pm$").replace("–", "--").replace("Δ", r"$\Delta$")
 
 
-def to_latex(table: pd.DataFrame, best: tuple[str, str] | None = None, caption: str | None = None) -> bytes:
+def to_latex(table: pd.DataFrame, best: tuple[str, str] | None = None, caption: str | None = None,
+             notes: list[str] | None = None) -> bytes:
     flat = _flat(table)
     header = [latex_escape(c) for c in flat.columns]
     lines = []
@@ -92,33 +100,36 @@ def to_latex(table: pd.DataFrame, best: tuple[str, str] | None = None, caption: 
             cells.append(text)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
+    if notes:  # a footnote under the tabular, in the small print of a table note
+        lines += [r"\par\smallskip", r"{\footnotesize"] + [latex_escape(n) + r"\\" for n in notes] + ["}"]
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def table_bytes(table: pd.DataFrame, fmt: str, best: tuple[str, str] | None = None,
-                caption: str | None = None) -> bytes:
+                caption: str | None = None, notes: list[str] | None = None) -> bytes:
     ext = FORMATS[fmt][0] if fmt in FORMATS else fmt
     if ext == "csv":
         return to_csv(table)
     if ext == "parquet":
         return to_parquet(table)
     if ext == "xlsx":
-        return to_excel(table, best)
+        return to_excel(table, best, notes)
     if ext == "md":
-        return to_markdown(table, best)
+        return to_markdown(table, best, notes)
     if ext == "tex":
-        return to_latex(table, best, caption)
+        return to_latex(table, best, caption, notes)
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
 def buttons(table: pd.DataFrame, stem: str, key: str, best: tuple[str, str] | None = None,
-            caption: str | None = None, formats: tuple[str, ...] = tuple(FORMATS)) -> None:
+            caption: str | None = None, formats: tuple[str, ...] = tuple(FORMATS),
+            notes: list[str] | None = None) -> None:
     """One download button per format, in a row."""
     cols = st.columns(len(formats))
     for col, fmt in zip(cols, formats):
         ext, mime = FORMATS[fmt]
         with col:
-            st.download_button(fmt, table_bytes(table, fmt, best, caption), file_name=f"{stem}.{ext}", mime=mime,
+            st.download_button(fmt, table_bytes(table, fmt, best, caption, notes), file_name=f"{stem}.{ext}", mime=mime,
                                key=f"{key}_{ext}", on_click="ignore", width="stretch")
 
 

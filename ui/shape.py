@@ -1,12 +1,10 @@
-"""Pandas shaping for the pages (no Streamlit): curves grouped over seeds, pivot cells, config diffs.
+"""Pandas shaping for the pages (no Streamlit): curves grouped over seeds, config diffs (the Tables page's cells
+are ui/cells.py over engine/analysis.py).
 
 Kept apart from the pages so it is unit-testable and so that every number on screen comes from one place.
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pandas as pd
 
 from engine.metrics import goal
@@ -114,82 +112,6 @@ def curve_frame(curves: pd.DataFrame, runs: pd.DataFrame, metric: str, x: str, g
     finals = lines.sort_values("epoch").groupby("series").tail(1).set_index("series")["y"]
     groups = counts.join(finals.rename(f"last {metric}")).reset_index()
     return lines.reset_index(drop=True), ends.reset_index(drop=True), groups
-
-
-# --- tables ----------------------------------------------------------------------------------------------------
-
-def pivot_cells(fab: pd.DataFrame, row: str, col: str | None, stat: str, mode: str) -> pd.DataFrame:
-    """Per (row, col) cell over the runs of final_and_best: mean, sample std, n of the chosen value (final or best)
-    and the mean epoch at which it was reached; ``best`` marks the best cell by mean."""
-    value, epoch = ("best", "best_epoch") if stat == "best" else ("final", "final_epoch")
-    keys = [row] + ([col] if col else [])
-    df = fab.copy()
-    for k in keys:
-        df[k] = fmt_series(df[k])
-    g = df.groupby(keys, sort=False)
-    cells = g.agg(mean=(value, "mean"), std=(value, "std"), n=(value, "count"),
-                  epoch=(epoch, "mean"), runs=("run_id", "count")).reset_index()
-    cells["n"] = cells["n"].astype(int)
-    cells = _sort_cells(cells, fab, keys)
-    cells["best"] = False
-    scored = cells["mean"].dropna()
-    if len(scored):
-        best = scored.idxmin() if mode == "min" else scored.idxmax()
-        cells.loc[best, "best"] = True
-    return cells.reset_index(drop=True)
-
-
-def _sort_cells(cells: pd.DataFrame, fab: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    orders = []
-    for k in keys:
-        raw = fab[k].dropna()
-        try:
-            ordered = [fmt(v) for v in sorted(set(raw))]
-        except TypeError:
-            ordered = sorted(set(fmt_series(raw)))
-        ordered = list(dict.fromkeys(ordered + sorted(set(cells[k]) - set(ordered))))
-        orders.append({v: i for i, v in enumerate(ordered)})
-    rank = [cells[k].map(o) for k, o in zip(keys, orders)]
-    return cells.assign(**{f"_r{i}": r for i, r in enumerate(rank)}).sort_values(
-        [f"_r{i}" for i in range(len(keys))]).drop(columns=[f"_r{i}" for i in range(len(keys))])
-
-
-def format_cell(mean: float, std: float, n: int, epoch: float, percent: bool, decimals: int,
-                show_epoch: bool) -> str:
-    if n == 0 or mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "n/a (0)"
-    scale = 100.0 if percent else 1.0
-    text = f"{mean * scale:.{decimals}f}"
-    text += f" ± {std * scale:.{decimals}f}" if std is not None and not np.isnan(std) else " ± –"
-    text += f" ({n})"
-    if show_epoch and epoch is not None and not np.isnan(epoch):
-        text += f" @{epoch:.0f}" if float(epoch).is_integer() else f" @{epoch:.1f}"
-    return text
-
-
-def display_table(cells: pd.DataFrame, row: str, col: str | None, percent: bool, decimals: int,
-                  show_epoch: bool) -> tuple[pd.DataFrame, tuple[str, str] | None]:
-    """The table exactly as shown and downloaded: row factor values down, column factor values across, each cell
-    'mean ± std (n) @epoch'. Returns it with the (row label, column label) of the best cell."""
-    texts = cells.apply(lambda r: format_cell(r["mean"], r["std"], int(r["n"]), r["epoch"], percent, decimals,
-                                              show_epoch), axis=1)
-    c = cells.assign(text=texts)
-    value_col = col if col else "value"
-    if not col:
-        c = c.assign(value="value")
-    rows = list(dict.fromkeys(c[row]))
-    cols = list(dict.fromkeys(c[value_col]))
-    table = c.pivot(index=row, columns=value_col, values="text").reindex(index=rows, columns=cols)
-    table = table.fillna("–")
-    table.index = table.index.astype(str)
-    table.columns = [str(x) for x in table.columns]
-    table.index.name = row
-    table.columns.name = col
-    best = None
-    hit = c[c["best"]]
-    if len(hit):
-        best = (str(hit.iloc[0][row]), str(hit.iloc[0][value_col]))
-    return table, best
 
 
 # --- runs side by side -------------------------------------------------------------------------------------------

@@ -12,14 +12,14 @@ diverged column. Formulas come from SciPy and statsmodels; every result names it
     each_vs_baseline                 every group against a baseline, Holm-corrected
     factor_importance                factorial ANOVA: variance share of each factor and two-factor interaction
 """
-from engine.stats._runs import EXCLUSION_RULE, MIN_SEEDS, StatsError
+from engine.stats._runs import EXCLUSION_RULE, MIN_SEEDS, Result, StatsError
 from engine.stats.anova import AnovaTerm, FactorImportance, factor_importance
 from engine.stats.compare import Comparison, compare, holm
 from engine.stats.ranking import BaselineReport, BestVsRest, RankedGroup, VsBaseline, best_vs_rest, each_vs_baseline
 from engine.stats.summary import GroupSummary, summarize, summarize_groups
 
 __all__ = [
-    "EXCLUSION_RULE", "MIN_SEEDS", "StatsError",
+    "EXCLUSION_RULE", "MIN_SEEDS", "Result", "StatsError",
     "GroupSummary", "summarize", "summarize_groups",
     "Comparison", "compare", "holm",
     "RankedGroup", "BestVsRest", "best_vs_rest", "VsBaseline", "BaselineReport", "each_vs_baseline",
