@@ -63,7 +63,8 @@ class Supervisor:
             [sys.executable, "-m", "engine.jobs.supervisor", "--store", str(self.root), "--max-running",
              str(self.max_running), "--poll-s", "0.05", "--grace-s", str(self.grace_s)],
             cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.root / "supervisor.err", "ab"))
-        wait_for(lambda: JobQueue(self.root).supervisor(), 20, what="the supervisor's lock")
+        wait_for(lambda: JobQueue(self.root).supervisor(), 60, what="the supervisor's lock",
+                 show=lambda: (self.root / "supervisor.err").read_text()[-2000:])
         return self
 
     def kill9(self) -> None:

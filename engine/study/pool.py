@@ -67,7 +67,12 @@ def _trainer_main(wid: int, tasks, results) -> None:
         from engine.store import RunStore
         stores: dict[str, Any] = {}
         while True:
-            task = tasks.get()
+            try:
+                # Wake now and then: Ctrl-C's SIGINT may be handed to another thread of this process (the results
+                # queue's feeder), and its handler then runs only when this thread runs Python again.
+                task = tasks.get(timeout=0.5)
+            except queue.Empty:
+                continue
             if task is None:
                 break
             tid, store_root, device, extra_meta, dicts = task
