@@ -42,9 +42,12 @@ epochs = 60
 
 def run_cli(path: Path, store: Path, **env_vars: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), **env_vars}
+    # Ctrl-C as a terminal delivers it: a suite started in the background (`make test &`, nohup) passes SIGINT down
+    # ignored, and Python then keeps ignoring it, so the study would never see the interrupt.
     return subprocess.Popen([sys.executable, "-m", "engine", "study", "run", str(path), "--store", str(store),
                              "--workers", "2", "--quiet"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 @pytest.mark.timeout(240)
