@@ -15,7 +15,7 @@ from engine.config import RunConfig
 from engine.tasks import DataNotAvailableError, TaskData, clear_cache, load_task_data, split_indices
 from engine.tasks import download as dl
 from engine.tasks.colored_mnist import PALETTE
-from engine.tasks.mnist import MNIST_FILES, read_idx
+from engine.tasks.mnist import MNIST_FILES, MNIST_STEMS, read_idx
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
@@ -182,7 +182,8 @@ def test_full_mnist_missing_files_names_folder(tmp_path, monkeypatch):
     message = str(err.value)
     assert str(folder.resolve()) in message
     assert "python -m engine data download mnist" in message
-    assert "train-images-idx3-ubyte.gz" in message
+    assert "train-images-idx3-ubyte (or train-images-idx3-ubyte.gz)" in message
+    assert "python -m engine data import mnist DIR" in message
 
 
 def test_full_mnist_from_idx_files(tmp_path, monkeypatch):
@@ -297,3 +298,125 @@ def test_download_unreachable_url_names_file(tmp_path):
     with pytest.raises(dl.DownloadError, match=MNIST_FILES[0]):
         dl.download_mnist(tmp_path / "dest", base_url=missing)
     assert list((tmp_path / "dest").iterdir()) == []
+
+
+# --- full MNIST from local files: uncompressed or gzip, import, cache ------------------------------------------------
+
+SHARED_MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
+
+
+@pytest.fixture
+def shared_mnist() -> Path:
+    """The real full MNIST (four uncompressed idx files) that development machines and CI have beside the repo."""
+    if not all((SHARED_MNIST / stem).is_file() for stem in MNIST_STEMS):
+        pytest.skip(f"full MNIST not available: {SHARED_MNIST.resolve()} is absent (it ships beside the repository "
+                    f"on development machines and CI)")
+    return SHARED_MNIST
+
+
+def test_verify_real_mnist_and_a_corrupted_copy(shared_mnist, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ABLATION_LAB_DATA", str(shared_mnist))
+    assert main(["data", "verify", "mnist"]) == 0
+    assert "all 4 files present and verified" in capsys.readouterr().out
+
+    copy = tmp_path / "copy"
+    assert main(["data", "import", "mnist", str(shared_mnist), "--dest", str(copy)]) == 0
+    assert sorted(p.name for p in copy.iterdir()) == sorted(MNIST_STEMS)
+    assert dl.verify_mnist(copy) == []
+    # One flipped byte in the middle of the label file: verify fails and names that file.
+    labels = copy / "train-labels-idx1-ubyte"
+    raw = bytearray(labels.read_bytes())
+    raw[30_000] ^= 0x01
+    labels.write_bytes(bytes(raw))
+    monkeypatch.setenv("ABLATION_LAB_DATA", str(copy))
+    assert main(["data", "verify", "mnist"]) == 1
+    err = capsys.readouterr().err
+    assert "train-labels-idx1-ubyte: MD5" in err and "a25bea736e30d166cdddb491f175f624" in err
+    assert "train-images-idx3-ubyte:" not in err  # the good files are not blamed
+
+
+def test_real_mnist_gzip_and_raw_read_the_same(shared_mnist, tmp_path):
+    gz = tmp_path / "gz"
+    gz.mkdir()
+    for stem in MNIST_STEMS:
+        with gzip.open(gz / f"{stem}.gz", "wb", compresslevel=1) as f:
+            f.write((shared_mnist / stem).read_bytes())
+    # The gzip form of the real files carries the well-known (torchvision) MD5 only when compressed like the
+    # originals, so verify can only vouch for the shape here; the arrays must match the uncompressed ones.
+    from engine.tasks.mnist import full
+    a, b = full(shared_mnist), full(gz)
+    assert [x.shape for x in a] == [(60000, 28, 28), (60000,), (10000, 28, 28), (10000,)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert np.bincount(a[1], minlength=10).min() > 5000  # every digit well represented
+
+
+def test_import_names_a_missing_or_corrupt_file_and_copies_nothing(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "source"
+    fake_mnist(source)
+    monkeypatch.setattr(dl, "MNIST_MD5", {name: md5(source / name) for name in MNIST_FILES})
+    (source / "t10k-labels-idx1-ubyte.gz").unlink()
+    dest = tmp_path / "dest"
+    assert main(["data", "import", "mnist", str(source), "--dest", str(dest)]) == 1
+    err = capsys.readouterr().err
+    assert "t10k-labels-idx1-ubyte (or t10k-labels-idx1-ubyte.gz): missing" in err
+    assert not dest.exists() or list(dest.iterdir()) == []
+
+    fake_mnist(source)
+    monkeypatch.setattr(dl, "MNIST_MD5", {**{n: md5(source / n) for n in MNIST_FILES},
+                                          "train-images-idx3-ubyte.gz": "0" * 32})
+    with pytest.raises(dl.ImportDataError, match="train-images-idx3-ubyte.gz: MD5"):
+        dl.import_mnist(source, dest)
+    assert not dest.exists() or list(dest.iterdir()) == []
+    assert main(["data", "import", "mnist", str(tmp_path / "nowhere"), "--dest", str(dest)]) == 1
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_import_mixed_forms_then_load(tmp_path, monkeypatch):
+    source = tmp_path / "source"
+    arrays = fake_mnist(source, n_train=40, n_test=10)
+    # Two files uncompressed, two gzip: each form is accepted by its own MD5.
+    for name in MNIST_FILES[:2]:
+        (source / name[:-3]).write_bytes(gzip.decompress((source / name).read_bytes()))
+        (source / name).unlink()
+    monkeypatch.setattr(dl, "MNIST_MD5", {n: md5(source / n) for n in MNIST_FILES[2:]})
+    monkeypatch.setattr(dl, "MNIST_RAW_MD5", {n[:-3]: md5(source / n[:-3]) for n in MNIST_FILES[:2]})
+    dest = tmp_path / "dest"
+    dl.import_mnist(source, dest)
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*(n[:-3] for n in MNIST_FILES[:2]), *MNIST_FILES[2:]])
+    from engine.tasks.mnist import full
+    x, y, tx, ty = full(dest)
+    assert np.array_equal(x, arrays["train-images-idx3-ubyte.gz"]) and np.array_equal(ty, arrays[MNIST_FILES[3]])
+
+
+def test_decoded_arrays_cached_beside_the_files_and_invalidated(tmp_path, monkeypatch):
+    from engine.tasks import mnist
+    folder = tmp_path / "mnist"
+    arrays = fake_mnist(folder, n_train=30, n_test=10)
+    path = folder / "train-images-idx3-ubyte.gz"
+    first = mnist.read_idx_cached(path)
+    assert np.array_equal(first, arrays[path.name])
+    assert (folder / "train-images-idx3-ubyte.npy").is_file()
+    assert not [p for p in folder.iterdir() if p.name.endswith(".part")]  # no temp file left by the atomic write
+
+    # A second load reads the cache: decoding is not called again.
+    def no_decode(p):
+        raise AssertionError(f"decoded {p} again although the cache is valid")
+    monkeypatch.setattr(mnist, "read_idx", no_decode)
+    assert np.array_equal(mnist.read_idx_cached(path), first)
+    monkeypatch.undo()
+
+    # The source changes (other content, other size): the cache is stale and rebuilt from the new file.
+    new = np.full((7, 28, 28), 3, dtype=np.uint8)
+    write_idx(path, new)
+    assert np.array_equal(mnist.read_idx_cached(path), new)
+    assert np.load(folder / "train-images-idx3-ubyte.npy").shape == (7, 28, 28)
+
+    # A folder without write permission is read as is, without a cache.
+    ro = tmp_path / "ro"
+    fake_mnist(ro, n_train=5, n_test=5)
+    ro.chmod(0o555)
+    try:
+        assert mnist.read_idx_cached(ro / MNIST_FILES[1]).shape == (5,)
+        assert not list(ro.glob("*.npy"))
+    finally:
+        ro.chmod(0o755)

