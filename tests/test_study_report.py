@@ -1,15 +1,20 @@
 """The reproduction report, built from a small real store: every reference line is in the table beside the value
-measured in the store (converted to the reference's unit), and the study's findings are checks with their numbers.
-(`reproduce --quick` itself takes minutes; here tiny studies with the reference studies' names stand in.)"""
+measured in the store (converted to the reference's unit, with its interval), and the findings the study files
+declare get a verdict with their numbers. (`reproduce --quick` itself takes minutes; here tiny studies with the
+reference studies' names stand in.)"""
 from __future__ import annotations
 
 import statistics
 
 import pytest
 
+from scipy import stats
+
 from engine import queries
+from engine.cli import main
 from engine.store import RunStore
 from engine.study.executor import run_study
+from engine.study.findings import VERDICTS
 from engine.study.reproduce import STUDY_FILES, build_report, load_specs, reference_rows
 from engine.study.spec import load_study
 
@@ -32,12 +37,24 @@ base = { hidden = [], activation = "identity" }
 label = "3 layers"
 base = { hidden = [32, 32] }
 factors = { activation = ["sigmoid", "tanh", "relu"] }
-"""
+
+[[findings]]
+text = "3-layer MLP on points: relu > tanh > sigmoid"
+kind = "order"
+cells = { grid = "3 layers" }
+by = "activation"
+levels = ["relu", "tanh", "sigmoid"]
+""" + "".join(f"""
+[[answers]]
+line = "3 linear layers, {activation}"
+cells = {{ grid = "3 layers", activation = "{activation}" }}
+scale = 100
+""" for activation in ("sigmoid", "tanh", "relu"))
 
 EX4 = """\
 name = "ex4-loss"
 metric = "val_nll"
-seeds = [0, 1]
+seeds = [0, 1, 2]
 [base]
 task = "regression"
 dataset = "hetero1d"
@@ -50,6 +67,22 @@ epochs = 4
 evaluate_test = true
 [factors]
 lr = [0.005, 0.001]
+
+[[answers]]
+line = "Gaussian NLL (mean + log-variance head), lr=0.001, 100 epochs"
+cells = { lr = 0.001 }
+
+[[findings]]
+text = "Gaussian NLL goes negative (hetero1d)"
+kind = "threshold"
+cells = { lr = 0.001 }
+below = 0.0
+
+[[findings]]
+text = "a finding about a study that did not run"
+kind = "beats"
+a = { lr = 0.001 }
+b = { study = "ex2-loss", lr = 0.025 }
 """
 
 
@@ -64,8 +97,8 @@ def report(tmp_path_factory):
         assert run_study(spec, store, workers=2, device="cpu", show_progress=False).ok
         specs[spec.name] = spec
     reference = reference_rows()
-    text, checks = build_report(store, specs, quick=True, reference=reference)
-    return store, text, checks, reference
+    text, results = build_report(store, specs, quick=True, reference=reference)
+    return store, text, results, reference
 
 
 def table_row(text: str, setting: str) -> list[str]:
@@ -80,7 +113,7 @@ def test_every_reference_line_is_in_the_table(report):
     for ref in reference:
         cells = table_row(text, ref["setting"])
         assert cells[0] == ref["exercise"] and cells[5] == ref["value"]
-    assert "The data sets differ from the study's" in text
+    assert "## Results: 26 reference lines, 4 measured, 22 not run" in text
 
 
 def test_measured_values_come_from_the_store_in_the_reference_unit(report):
@@ -90,33 +123,34 @@ def test_measured_values_come_from_the_store_in_the_reference_unit(report):
         mine = runs[(runs["activation"] == activation) & (runs["n_hidden"] == 2)]["final_val_accuracy"]
         assert len(mine) == 2
         cells = table_row(text, f"3 linear layers, {activation}")
-        mean, std = statistics.fmean(mine) * 100, statistics.stdev(mine) * 100
-        assert cells[6] == f"{mean:.2f} +- {std:.2f} (n=2)"
-        assert "ex1-architecture [3 layers]" in cells[7]
-    nll = queries.list_runs(store, filters={"task": "regression", "lr": 0.001})
+        mean = statistics.fmean(mine) * 100
+        # two seeds: an interval needs three (engine/stats), so the mean and n alone
+        assert cells[6] == f"{mean:.2f} (n=2)"
+        assert cells[7] == f"ex1-architecture: [3 layers] activation={activation}"
+    nll = queries.list_runs(store, filters={"task": "regression", "lr": 0.001})["final_val_nll"]
     cells = table_row(text, "Gaussian NLL (mean + log-variance head), lr=0.001, 100 epochs")
-    assert cells[6].startswith(f"{statistics.fmean(nll['final_val_nll']):.3f} +- ")
+    lo, hi = stats.t.interval(0.95, len(nll) - 1, loc=statistics.fmean(nll), scale=stats.sem(nll))
+    assert cells[6] == f"{statistics.fmean(nll):.4g} [{lo:.4g}, {hi:.4g}] (n=3)"
     # a study that did not run shows as such, it is not invented
-    assert table_row(text, "1 linear layer + softmax")[6] == "- (no completed runs)"
+    assert table_row(text, "1 linear layer + softmax")[6] == "not run"
 
 
-def test_findings_are_checks_with_numbers(report):
-    store, text, checks, _ = report
-    by_name = {c.finding: c for c in checks}
-    c = by_name["3-layer MLP on points: relu > tanh > sigmoid"]
-    runs = queries.list_runs(store, filters={"task": "points"})
-    means = {a: runs[(runs["activation"] == a) & (runs["n_hidden"] == 2)]["final_val_accuracy"].mean()
-             for a in ("relu", "tanh", "sigmoid")}
-    assert c.status == ("PASS" if means["relu"] > means["tanh"] > means["sigmoid"] else "FAIL")
-    assert c.numbers == f"relu {means['relu'] * 100:.2f}%, tanh {means['tanh'] * 100:.2f}%, " \
-                       f"sigmoid {means['sigmoid'] * 100:.2f}%"
-    g = by_name["Gaussian NLL goes negative (hetero1d)"]
-    assert g.status in ("PASS", "FAIL") and "hetero1d" in g.numbers
-    # studies that did not run make their checks N/A, never PASS
-    assert by_name["unnormalised regression diverges (linear model, SGD lr 0.01, raw diabetes features and target)"] \
-        .status == "N/A"
-    assert {c.status for c in checks} <= {"PASS", "FAIL", "N/A"}
-    assert f"| 1 | 3-layer MLP on points: relu > tanh > sigmoid | {c.status} | {c.numbers} |" in text
+def test_findings_have_verdicts_with_numbers(report):
+    store, text, results, _ = report
+    by_text = {r.finding.text: r for r in results}
+    assert len(results) == 3
+    order = by_text["3-layer MLP on points: relu > tanh > sigmoid"]
+    # two seeds per cell: no interval, so the order cannot be reproduced or refuted
+    assert order.verdict == "inconclusive" and "2 seeds; an interval needs 3" in order.numbers
+    nll = queries.list_runs(store, filters={"task": "regression", "lr": 0.001})["final_val_nll"]
+    lo, hi = stats.t.interval(0.95, len(nll) - 1, loc=statistics.fmean(nll), scale=stats.sem(nll))
+    g = by_text["Gaussian NLL goes negative (hetero1d)"]
+    assert g.verdict == ("reproduced" if hi < 0 else "not reproduced" if lo >= 0 else "inconclusive")
+    assert by_text["a finding about a study that did not run"].verdict == "not run"
+    counts = {v: sum(r.verdict == v for r in results) for v in VERDICTS}
+    assert (f"## Findings: 3 ({counts['reproduced']} reproduced, {counts['not reproduced']} not reproduced, "
+            f"{counts['inconclusive']} inconclusive, {counts['not run']} not run)") in text
+    assert f"| ex1-architecture | 3-layer MLP on points: relu > tanh > sigmoid | order | inconclusive |" in text
 
 
 def test_the_reference_study_files_load_in_both_modes():
@@ -126,9 +160,34 @@ def test_the_reference_study_files_load_in_both_modes():
     for name, spec in full.items():
         assert quick[name].study_name == f"{name}-quick"
         assert len(quick[name].runs) <= len(spec.runs)
+        assert quick[name].findings == spec.findings and quick[name].answers == spec.answers
+    # every reference line is answered by exactly one study (load_specs checks there are no duplicates)
+    answered = [a.line for spec in full.values() for a in spec.answers]
+    assert sorted(answered) == sorted(r["setting"] for r in reference_rows())
+    # the MNIST exercises run on full MNIST; quick mode on the shipped sample
+    for name, spec in full.items():
+        if name.startswith(("ex2", "ex3")):
+            assert {c.config.dataset for c in spec.runs} == {"full"}
+            assert {c.config.dataset for c in quick[name].runs} == {"sample5k"}
+    # the reference's own hyper-parameters outside [quick]: ex2 starts from SGD lr 0.1
+    assert {c.config.lr for c in full["ex2-architecture"].runs} == {0.1}
+    assert {c.config.lr for c in quick["ex2-architecture"].runs} == {1.0}
     # the test question re-uses a run of the loss question (evaluate_test everywhere): a cache hit, not a retrain
     for ex in ("ex1", "ex2", "ex3"):
         for specs in (full, quick):
             loss = {c.run_id for c in specs[f"{ex}-loss"].runs}
             test = {c.run_id for c in specs[f"{ex}-test"].runs}
             assert loss & test
+
+
+def test_reproduce_writes_its_report_into_the_store_not_the_current_folder(report, tmp_path, monkeypatch):
+    store, _, _, _ = report
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "--quick", "--report-only", "--quiet", "--store", str(store.root)]) == 0
+    assert list(tmp_path.iterdir()) == []
+    written = store.root / "reports" / "reproduce-quick.md"
+    assert written.read_text().startswith("# Ablation Lab: the reference study, reproduced (quick)")
+    out = tmp_path / "elsewhere.md"
+    assert main(["reproduce", "--quick", "--report-only", "--quiet", "--store", str(store.root), "--out",
+                 str(out)]) == 0
+    assert "## Findings: 38 (" in out.read_text()

@@ -52,10 +52,15 @@ def add_study_commands(commands) -> None:
     rep = commands.add_parser("reproduce", help="run the reference study (studies/ex*.toml) and write the report",
                               description="Runs every study of studies/ (exercises 1-4), then writes a markdown "
                                           "table: each line of the reference results beside the value measured "
-                                          "here, and the study's qualitative findings as PASS/FAIL checks.")
+                                          "here, and the study's findings (declared in the study files) with a "
+                                          "verdict each. Prints each study's expected training time first; "
+                                          "resumable: a rerun trains only the missing runs.")
     rep.add_argument("--quick", action="store_true", help="fewer epochs, seeds and cells: a few minutes on 2 cores")
-    rep.add_argument("--out", default=None, help="report file [default: reproduce-report.md, or "
-                                                 "reproduce-report-quick.md with --quick]")
+    rep.add_argument("--out", default=None, help="report file [default: reports/reproduce.md, or "
+                                                 "reports/reproduce-quick.md with --quick, in the store]")
+    rep.add_argument("--only", default=None, metavar="STUDIES",
+                     help="train only these studies (comma-separated names or prefixes, e.g. ex1,ex4); the report "
+                          "still covers every study, marking what the store lacks as not run")
     rep.add_argument("--studies", default=None, help="folder of the study files [default: studies/]")
     rep.add_argument("--workers", type=int, default=None, help="parallel training processes [default: one per core]")
     rep.add_argument("--report-only", action="store_true", help="build the report from the store; train nothing")
@@ -112,6 +117,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     _check_device(args.device)
     store = open_store(args)
     code = reproduce(store, quick=args.quick, out=args.out, studies_dir=args.studies, workers=args.workers,
-                     device=args.device, show_progress=not args.quiet, train=not args.report_only)
+                     device=args.device, show_progress=not args.quiet, train=not args.report_only,
+                     only=args.only)
     sys.stdout.flush()
     return code

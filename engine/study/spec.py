@@ -24,6 +24,16 @@
     label = "narrow"
     hidden = [5]
 
+    [[answers]]                        # reference lines this study measures (optional; engine/study/finding_spec.py)
+    line = "3 linear layers, relu"
+    cells = { grid = "3 layers", activation = "relu" }
+
+    [[findings]]                       # the reference's findings, in a small vocabulary (finding_spec.py)
+    text = "relu > tanh > sigmoid"
+    kind = "order"
+    by = "activation"
+    levels = ["relu", "tanh", "sigmoid"]
+
     [quick]                            # what `--quick` changes (optional)
     seeds = [0, 1]
     base = { epochs = 3 }              # forced onto every cell
@@ -49,7 +59,8 @@ from engine.config import FIELD_NAMES, ConfigError, RunConfig
 from engine.study.factors import factor_values, format_value, type_problem
 from engine.study.where import StudyError, Where
 
-TOP_KEYS = ("name", "description", "metric", "goal", "seeds", "base", "factors", "grids", "cells", "quick")
+TOP_KEYS = ("name", "description", "metric", "goal", "seeds", "base", "factors", "grids", "cells", "quick", "answers",
+            "findings")
 GRID_KEYS = ("label", "base", "factors")
 QUICK_KEYS = ("seeds", "base", "factors", "grids")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -107,6 +118,8 @@ class StudySpec:
     is_quick: bool = False
     runs: tuple[Cell, ...] = field(default=(), repr=False)
     text: str = field(default="", repr=False, compare=False)  # the TOML it was read from
+    answers: tuple = ()       # finding_spec.Answer: reference lines it measures (checked against the full study)
+    findings: tuple = ()      # finding_spec.Finding
 
     @property
     def study_name(self) -> str:
@@ -126,7 +139,7 @@ class StudySpec:
         """The spec as ``--quick`` runs it: [quick]'s seeds, forced base values, factor values and grids."""
         if self.is_quick:
             return self
-        return _expand(self.path, self._text(), self._data(), quick=True)
+        return _expand_with_findings(self.path, self._text(), self._data(), quick=True)
 
     def _text(self) -> str:
         return self.text or self.path.read_text()
@@ -157,14 +170,25 @@ def load_study_text(text: str, source: str | Path, quick: bool = False) -> Study
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise StudyError(f"{path}: not valid TOML: {e}") from None
-    spec = _expand(path, text, data, quick=False)
+    spec = _expand_with_findings(path, text, data, quick=False)
     if spec.quick is not None:
-        quick_spec = _expand(path, text, data, quick=True)  # validated now too, whichever mode runs
+        quick_spec = _expand_with_findings(path, text, data, quick=True)  # validated now too, whichever mode runs
         if quick:
             return quick_spec
     return spec
 
 
+def _expand_with_findings(path: Path, text: str, data: dict, quick: bool) -> StudySpec:
+    """The expanded study with its [[answers]] and [[findings]], which are checked against the full study (quick
+    mode drops cells, and a finding about them then reads "not run" rather than being an error)."""
+    import dataclasses
+
+    from engine.study.finding_spec import parse_answers, parse_findings
+    full = _expand(path, text, data, quick=False)
+    w = Where(path, text)
+    answers, findings = parse_answers(w, data, full), parse_findings(w, data, full)
+    spec = _expand(path, text, data, quick=True) if quick else full
+    return dataclasses.replace(spec, answers=answers, findings=findings)
 
 
 def _expand(path: Path, text: str, data: dict, quick: bool) -> StudySpec:

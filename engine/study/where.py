@@ -8,6 +8,10 @@ import re
 from pathlib import Path
 
 
+# The arrays of tables a study file has: their entries are told apart by position.
+ARRAYS = ("grids", "cells", "answers", "findings")
+
+
 class StudyError(ValueError):
     """A study file is wrong; the message names the file, the key (and line) or the cell, and the reason."""
 
@@ -40,7 +44,7 @@ class Where:
             if key_re is None:
                 continue
             cur = header or []
-            in_right_array = not cur or cur[0] not in ("grids", "cells") or count.get(cur[0], 0) - 1 == occurrence
+            in_right_array = not cur or cur[0] not in ARRAYS or count.get(cur[0], 0) - 1 == occurrence
             if not in_right_array:
                 continue
             if cur == parts and key_re.match(line):
