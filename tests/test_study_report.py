@@ -15,8 +15,9 @@ from engine.cli import main
 from engine.store import RunStore
 from engine.study.executor import run_study
 from engine.study.findings import VERDICTS
-from engine.study.reproduce import STUDY_FILES, build_report, load_specs, reference_rows
-from engine.study.spec import load_study
+from engine.study.reproduce import (STUDY_FILES, build_report, load_specs, print_estimates, reference_rows,
+                                    select_studies)
+from engine.study.spec import StudyError, load_study
 
 EX1 = """\
 name = "ex1-architecture"
@@ -191,3 +192,32 @@ def test_reproduce_writes_its_report_into_the_store_not_the_current_folder(repor
     assert main(["reproduce", "--quick", "--report-only", "--quiet", "--store", str(store.root), "--out",
                  str(out)]) == 0
     assert "## Findings: 38 (" in out.read_text()
+
+
+def test_only_selects_studies_and_grids():
+    specs = load_specs()
+    assert list(select_studies(specs, "ex1,ex4-test")) == ["ex1-architecture", "ex1-optimizer", "ex1-loss",
+                                                           "ex1-test", "ex4-test"]
+    linear = select_studies(specs, "ex2-architecture:linear")["ex2-architecture"]
+    assert len(linear.runs) == len(specs["ex2-architecture"].seeds) and {c.grid for c in linear.runs} == {"linear"}
+    with pytest.raises(StudyError, match="--only ex7: no study named 'ex7'"):
+        select_studies(specs, "ex7")
+    with pytest.raises(StudyError, match="ex2-architecture has no grid 'lin'; grids: linear, 1 conv layer, 2-3 conv layers"):
+        select_studies(specs, "ex2-architecture:lin")
+
+
+def test_expected_time_is_printed_per_study_before_training(report, tmp_path, capsys):
+    store, _, _, _ = report
+    cached = load_study(_write(tmp_path, "ex1_architecture.toml", EX1))
+    new = load_study(_write(tmp_path, "new.toml", EX1.replace('name = "ex1-architecture"', 'name = "new"')
+                            .replace("epochs = 2", "epochs = 3")))
+    estimates = print_estimates({"ex1-architecture": cached, "new": new}, {"new": new}, store, workers=1)
+    err = capsys.readouterr().err
+    assert "  ex1-architecture: nothing to train (10 runs in the store)" in err
+    assert f"  new: {len(new.runs)} runs to train, expected " in err and "from calibration" in err
+    assert set(estimates) == {"new"} and estimates["new"] in err
+
+
+def _write(folder, name, text):
+    (folder / name).write_text(text)
+    return folder / name

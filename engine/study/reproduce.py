@@ -56,15 +56,31 @@ def load_specs(studies_dir: Path | None = None, quick: bool = False,
     return {name: spec.quick_spec() for name, spec in full.items()} if quick else full
 
 
-def select_studies(specs: dict[str, StudySpec], only: str | None) -> list[str]:
-    """The studies ``--only`` names (comma-separated names or name prefixes such as ex1); all without it."""
+def select_studies(specs: dict[str, StudySpec], only: str | None) -> dict[str, StudySpec]:
+    """The studies (or grids of a study) ``--only`` names: comma-separated study names or prefixes (``ex1``), each
+    optionally ``:GRID`` to train only that grid's cells (``ex2-architecture:linear``); every study without it."""
+    import dataclasses
     if not only:
-        return list(specs)
-    wanted = [w.strip() for w in only.split(",") if w.strip()]
-    chosen = [n for n in specs if any(n.startswith(w) for w in wanted)]
-    unknown = [w for w in wanted if not any(n.startswith(w) for n in specs)]
-    if unknown or not chosen:
-        raise StudyError(f"--only {only}: no study named {', '.join(unknown) or only}; studies: {', '.join(specs)}")
+        return dict(specs)
+    chosen: dict[str, StudySpec] = {}
+    for item in (w.strip() for w in only.split(",")):
+        if not item:
+            continue
+        prefix, _, grid = item.partition(":")
+        names = [n for n in specs if n.startswith(prefix)]
+        if not names:
+            raise StudyError(f"--only {item}: no study named {prefix!r}; studies: {', '.join(specs)}")
+        for name in names:
+            spec = specs[name]
+            if grid:
+                if grid not in {g.label for g in spec.grids}:
+                    raise StudyError(f"--only {item}: {name} has no grid {grid!r}; grids: "
+                                     f"{', '.join(g.label for g in spec.grids)}")
+                kept = {c.run_id for c in spec.runs if grid in c.grids}
+                if name in chosen:  # a second grid of the same study: add its cells
+                    kept |= {c.run_id for c in chosen[name].runs}
+                spec = dataclasses.replace(spec, runs=tuple(c for c in spec.runs if c.run_id in kept))
+            chosen[name] = spec
     return chosen
 
 
@@ -101,15 +117,18 @@ def default_report_path(store, quick: bool) -> Path:
     return Path(store.root) / "reports" / f"reproduce{'-quick' if quick else ''}.md"
 
 
-def print_estimates(specs: dict[str, StudySpec], names: list[str], store, workers: int | None) -> dict[str, str]:
+def print_estimates(specs: dict[str, StudySpec], selected: dict[str, StudySpec], store,
+                    workers: int | None) -> dict[str, str]:
     """Print each study's missing runs and their expected training time, before anything trains; returns them by
-    study (for the report's "not run" studies). Studies outside ``names`` (``--only``) are estimated too."""
+    study (for the report's "not run" studies). Studies ``--only`` leaves out are estimated too, in full."""
     from engine.study.plan import format_duration, make_plan
     total = 0.0
     out = {}
     print("expected training time per study (from measured throughput: stored epoch times of runs of the same "
           "shape, else a short calibration run):", file=sys.stderr)
-    for name, spec in specs.items():
+    for name in specs:
+        chosen = name in selected
+        spec = selected[name] if chosen else specs[name]
         plan = make_plan(spec, store, workers=workers)
         if not plan.missing:
             print(f"  {name}: nothing to train ({len(plan.cached)} runs in the store)", file=sys.stderr)
@@ -118,7 +137,6 @@ def print_estimates(specs: dict[str, StudySpec], names: list[str], store, worker
                          for k, v in plan.estimate_sources.items())
         est = format_duration(plan.estimate_s) if plan.estimate_s is not None else "unknown"
         out[name] = f"expected {est} on {plan.workers} process(es), from {src}"
-        chosen = name in names
         total += (plan.estimate_s or 0.0) if chosen else 0.0
         print(f"  {name}: {len(plan.missing)} runs to train, {out[name]}"
               + ("" if chosen else " [not selected by --only]"), file=sys.stderr)
@@ -157,18 +175,18 @@ def reproduce(store, quick: bool = False, out: str | None = None, studies_dir: s
 
     reference = reference_rows()
     specs = load_specs(Path(studies_dir) if studies_dir else None, quick=quick, reference=reference)
-    names = select_studies(specs, only)
+    selected = select_studies(specs, only)
     code = 0
     started = time.perf_counter()
     estimates: dict[str, str] = {}
     if train:
-        estimates = print_estimates(specs, names, store, workers)
+        estimates = print_estimates(specs, selected, store, workers)
         dev = resolve_device(device)
         n = workers or default_workers()
         pool = TrainerPool(n) if dev.type == "cpu" and n > 1 else None  # one pool for all studies
         try:
-            for name in names:
-                result = run_study(specs[name], store, workers=n, device=device, show_progress=show_progress,
+            for spec in selected.values():
+                result = run_study(spec, store, workers=n, device=device, show_progress=show_progress,
                                    pool=pool)
                 print(format_result(result), file=sys.stderr)
                 if result.interrupted:
@@ -181,7 +199,7 @@ def reproduce(store, quick: bool = False, out: str | None = None, studies_dir: s
     elapsed = time.perf_counter() - started
     header = (f"Mode: {'quick' if quick else 'full'}. Machine: {machine()}. Store `{store.root}`. "
               f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}: "
-              + (f"this invocation trained {', '.join(names) if only else 'every study'} in {elapsed / 60:.1f} min"
+              + (f"this invocation trained {only if only else 'every study'} in {elapsed / 60:.1f} min"
                  if train else "report only (nothing trained)")
               + "; each study's own training time (from the store) is in the last table.")
     text, results = build_report(store, specs, quick, reference, header, estimates)
