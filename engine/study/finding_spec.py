@@ -233,13 +233,12 @@ class _Checker:
 
     def _cells(self, key: str, sel: Selection) -> list:
         """The cells of the (full) study the selection matches; an error names the first key that matches none."""
-        from engine.study.findings import matches
         cells = [c for c in self.spec.runs if matches(c, sel)]
         if cells:
             return cells
         pool = [c for c in self.spec.runs if sel.grid is None or sel.grid in c.grids]
         for name, v in sel.where:
-            seen = sorted({format_value(_norm(getattr(c.config, name))) for c in pool}, key=str)
+            seen = sorted({format_value(norm_value(getattr(c.config, name))) for c in pool}, key=str)
             narrowed = [c for c in pool if matches(c, Selection(((name, v),)))]
             if not narrowed:
                 shown = "|".join(format_value(x) for x in v) if isinstance(v, tuple) else format_value(v)
@@ -259,8 +258,22 @@ class _Checker:
         return value
 
 
-def _norm(v: Any) -> Any:
+def norm_value(v: Any) -> Any:
+    """A config value as the TOML writes it: list fields are tuples in a RunConfig, lists in a file."""
     return list(v) if isinstance(v, tuple) else v
+
+
+def matches(cell, sel: Selection) -> bool:
+    """Whether ``cell`` (a spec.Cell) is one of the selection's cells: its grid label and config fields (a tuple
+    value is a set of alternatives)."""
+    if sel.grid is not None and sel.grid not in cell.grids:
+        return False
+    for name, want in sel.where:
+        have = norm_value(getattr(cell.config, name))
+        options = want if isinstance(want, tuple) else (want,)
+        if not any(have == norm_value(o) for o in options):
+            return False
+    return True
 
 
 def _entries(w: Where, data: dict, table: str) -> list[dict]:

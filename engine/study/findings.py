@@ -20,7 +20,7 @@ from typing import Any
 
 from engine import metrics
 from engine.stats import MIN_SEEDS, compare, summarize
-from engine.study.finding_spec import Finding, Metric, Selection
+from engine.study.finding_spec import Finding, Metric, Selection, norm_value, matches
 from engine.study.results import metric_value, read_runs
 from engine.study.spec import Cell, StudySpec
 
@@ -29,23 +29,6 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_RUN = VERDICTS = (
 
 
 # --- the runs a selection reads --------------------------------------------------------------------------------------
-
-def _norm(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def matches(cell: Cell, sel: Selection) -> bool:
-    """Whether ``cell`` is one of the selection's cells (grid label and config fields; a tuple is alternatives)."""
-    if sel.grid is not None and sel.grid not in cell.grids:
-        return False
-    config = cell.config
-    for name, want in sel.where:
-        have = _norm(getattr(config, name))
-        options = want if isinstance(want, tuple) else (want,)
-        if not any(have == _norm(o) for o in options):
-            return False
-    return True
-
 
 @dataclass
 class StudyData:
@@ -270,7 +253,7 @@ def combine(verdicts: list[Verdict], require: str) -> str:
 def _levels(data: StudyData, sel: Selection, by: str) -> list[Any]:
     seen: dict[str, Any] = {}
     for cell in data.cells(sel):
-        v = _norm(getattr(cell.config, by))
+        v = norm_value(getattr(cell.config, by))
         seen.setdefault(repr(v), v)
     return list(seen.values())
 
@@ -299,7 +282,7 @@ def _one(studies: dict[str, StudyData], own: str, f: Finding, cells: Selection) 
 def _best(studies, own, f: Finding, cells: Selection, side) -> Verdict:
     o, m, goal = f.options, f.metric, f.goal
     data = studies[cells.study or own]
-    expect = [_norm(v) for v in o["levels"]]
+    expect = [norm_value(v) for v in o["levels"]]
     levels = {repr(v): side(Selection(pick=o["pick"]).merged(cells).with_fields(**{o["by"]: v}), f"{o['by']}={v}")
               for v in _levels(data, cells, o["by"])}
     ran = {k: s for k, s in levels.items() if s.n}
@@ -343,7 +326,7 @@ def evaluate(studies: dict[str, StudyData], own: str, f: Finding) -> FindingResu
         return FindingResult(own, f, v.verdict, v.numbers)
     groups: dict[str, dict[str, Any]] = {}
     for cell in data.cells(f.cells):
-        values = {p: _norm(getattr(cell.config, p)) for p in f.per}
+        values = {p: norm_value(getattr(cell.config, p)) for p in f.per}
         groups.setdefault(repr(values), values)
     if not groups:
         return FindingResult(own, f, NOT_RUN, "no cells")
