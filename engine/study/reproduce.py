@@ -96,7 +96,7 @@ def training_time(data: StudyData) -> str:
     if not n:
         return "not run"
     from engine.study.plan import format_duration
-    return f"{format_duration(total)} ({n} runs)"
+    return f"{format_duration(total)} ({n} run{'s' if n != 1 else ''})"
 
 
 def machine() -> str:
@@ -177,6 +177,7 @@ def reproduce(store, quick: bool = False, out: str | None = None, studies_dir: s
     specs = load_specs(Path(studies_dir) if studies_dir else None, quick=quick, reference=reference)
     selected = select_studies(specs, only)
     code = 0
+    trained = 0
     started = time.perf_counter()
     estimates: dict[str, str] = {}
     if train:
@@ -189,6 +190,7 @@ def reproduce(store, quick: bool = False, out: str | None = None, studies_dir: s
                 result = run_study(spec, store, workers=n, device=device, show_progress=show_progress,
                                    pool=pool)
                 print(format_result(result), file=sys.stderr)
+                trained += len(result.outcomes)
                 if result.interrupted:
                     return 130
                 if not result.ok:
@@ -199,7 +201,8 @@ def reproduce(store, quick: bool = False, out: str | None = None, studies_dir: s
     elapsed = time.perf_counter() - started
     header = (f"Mode: {'quick' if quick else 'full'}. Machine: {machine()}. Store `{store.root}`. "
               f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}: "
-              + (f"this invocation trained {only if only else 'every study'} in {elapsed / 60:.1f} min"
+              + (f"this invocation trained {trained} runs the store lacked "
+                 f"({'studies ' + only if only else 'every study'}) in {elapsed / 60:.1f} min"
                  if train else "report only (nothing trained)")
               + "; each study's own training time (from the store) is in the last table.")
     text, results = build_report(store, specs, quick, reference, header, estimates)

@@ -102,7 +102,9 @@ def render(studies: dict[str, StudyData], reference: list[dict[str, str]], resul
               "| study | finding | kind | verdict | numbers (from the store) |", "|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.study} | {_cell(r.finding.text)} | {r.finding.kind} | {r.verdict} | {_cell(r.numbers)} |")
-    lines += ["", "## Studies", "", "| study | file | cells | runs | completed | diverged | not run | training time |",
+    lines += ["", "## Studies", "", "Training time: each finished run's wall time over the size of the stack it trained in, "
+              "summed: the time of one training process (several processes run side by side).", "",
+              "| study | file | cells | runs | completed | diverged | not run | training time |",
               "|---|---|---|---|---|---|---|---|"]
     for name, data in studies.items():
         spec = data.spec
