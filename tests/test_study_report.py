@@ -211,11 +211,19 @@ def test_expected_time_is_printed_per_study_before_training(report, tmp_path, ca
     cached = load_study(_write(tmp_path, "ex1_architecture.toml", EX1))
     new = load_study(_write(tmp_path, "new.toml", EX1.replace('name = "ex1-architecture"', 'name = "new"')
                             .replace("epochs = 2", "epochs = 3")))
-    estimates = print_estimates({"ex1-architecture": cached, "new": new}, {"new": new}, store, workers=1)
+    estimates = print_estimates({"ex1-architecture": cached, "new": new}, {"ex1-architecture": cached}, store,
+                                workers=1)
     err = capsys.readouterr().err
     assert "  ex1-architecture: nothing to train (10 runs in the store)" in err
-    assert f"  new: {len(new.runs)} runs to train, expected " in err and "from calibration" in err
+    assert f"  new: not selected by --only: {len(new.runs)} runs, expected " in err and "from calibration" in err
     assert set(estimates) == {"new"} and estimates["new"] in err
+    # a study partly selected: what is left out is estimated too, for the report's "not run"
+    linear = select_studies({"new": new}, "new:linear")
+    estimates = print_estimates({"new": new}, linear, store, workers=1)
+    err = capsys.readouterr().err
+    assert f"  new: to train: {len(linear['new'].runs)} runs, expected " in err
+    assert f"    and left out by --only: {len(new.runs) - len(linear['new'].runs)} runs, expected" in err
+    assert estimates["new"].startswith(f"{len(new.runs) - len(linear['new'].runs)} runs, expected")
 
 
 def _write(folder, name, text):

@@ -119,30 +119,44 @@ def default_report_path(store, quick: bool) -> Path:
 
 def print_estimates(specs: dict[str, StudySpec], selected: dict[str, StudySpec], store,
                     workers: int | None) -> dict[str, str]:
-    """Print each study's missing runs and their expected training time, before anything trains; returns them by
-    study (for the report's "not run" studies). Studies ``--only`` leaves out are estimated too, in full."""
+    """Print each study's missing runs and their expected training time, before anything trains. Returns, by study,
+    the expected time of the runs this invocation leaves untrained (``--only``), for the report's "not run"."""
+    import dataclasses
+
     from engine.study.plan import format_duration, make_plan
-    total = 0.0
-    out = {}
-    print("expected training time per study (from measured throughput: stored epoch times of runs of the same "
-          "shape, else a short calibration run):", file=sys.stderr)
-    for name in specs:
-        chosen = name in selected
-        spec = selected[name] if chosen else specs[name]
+
+    def estimate(spec: StudySpec):
         plan = make_plan(spec, store, workers=workers)
         if not plan.missing:
-            print(f"  {name}: nothing to train ({len(plan.cached)} runs in the store)", file=sys.stderr)
-            continue
+            return plan, None
         src = " + ".join(f"{'stored epoch times' if k == 'store' else 'calibration'} ({v} stacks)"
                          for k, v in plan.estimate_sources.items())
         est = format_duration(plan.estimate_s) if plan.estimate_s is not None else "unknown"
-        out[name] = f"expected {est} on {plan.workers} process(es), from {src}"
-        total += (plan.estimate_s or 0.0) if chosen else 0.0
-        print(f"  {name}: {len(plan.missing)} runs to train, {out[name]}"
-              + ("" if chosen else " [not selected by --only]"), file=sys.stderr)
-    print(f"  total for the selected studies: about {format_duration(total)}", file=sys.stderr)
+        return plan, f"{len(plan.missing)} runs, expected {est} on {plan.workers} process(es), from {src}"
+
+    total = 0.0
+    left: dict[str, str] = {}
+    print("expected training time per study (from measured throughput: stored epoch times of runs of the same "
+          "shape, else a short calibration run):", file=sys.stderr)
+    for name, spec in specs.items():
+        chosen = selected.get(name)
+        plan, text = estimate(chosen or spec)
+        if chosen is not None:
+            total += plan.estimate_s or 0.0
+            print(f"  {name}: " + (f"to train: {text}" if text else
+                                    f"nothing to train ({len(plan.cached)} runs in the store)"), file=sys.stderr)
+            kept = {c.run_id for c in chosen.runs}
+            rest = dataclasses.replace(spec, runs=tuple(c for c in spec.runs if c.run_id not in kept))
+            text = estimate(rest)[1] if rest.runs else None
+            if text:
+                print(f"    and left out by --only: {text}", file=sys.stderr)
+        elif text:
+            print(f"  {name}: not selected by --only: {text}", file=sys.stderr)
+        if text:
+            left[name] = text
+    print(f"  total to train now: about {format_duration(total)}", file=sys.stderr)
     sys.stderr.flush()
-    return out
+    return left
 
 
 def build_report(store, specs: dict[str, StudySpec], quick: bool, reference: list[dict[str, str]],
@@ -156,7 +170,7 @@ def build_report(store, specs: dict[str, StudySpec], quick: bool, reference: lis
         missing = any(data.records.get(c.run_id, {}).get("status") not in ("completed", "diverged")
                       for c in data.spec.runs)
         if missing and (estimates or {}).get(name):
-            took = f"{took}; missing runs {estimates[name]}"
+            took = f"{took}; not run: {estimates[name]}"
         durations[name] = took
     return render(studies, reference, results, quick, header, durations), results
 
