@@ -152,6 +152,11 @@ def test_findings_have_verdicts_with_numbers(report):
     assert (f"## Findings: 3 ({counts['reproduced']} reproduced, {counts['not reproduced']} not reproduced, "
             f"{counts['inconclusive']} inconclusive, {counts['not run']} not run)") in text
     assert f"| ex1-architecture | 3-layer MLP on points: relu > tanh > sigmoid | order | inconclusive |" in text
+    # the header's counts are the table's
+    table = text.split("## Findings")[1].split("## Studies")[0]
+    rows = [line.split(" | ")[3] for line in table.splitlines() if line.startswith("| ex")]
+    assert len(rows) == len(results)
+    assert {v: rows.count(v) for v in VERDICTS} == counts
 
 
 def test_the_reference_study_files_load_in_both_modes():

@@ -84,19 +84,22 @@ def select_studies(specs: dict[str, StudySpec], only: str | None) -> dict[str, S
     return chosen
 
 
-def training_time(data: StudyData) -> str:
-    """The study's training time as the store recorded it: each finished run's wall time over its stack size
-    (stacked runs share one training loop), summed; '-' when nothing has trained."""
+def training_seconds(data: StudyData) -> tuple[float, int]:
+    """The study's training time as the store recorded it, and its finished runs: each finished run's wall time
+    over its stack size (stacked runs share one training loop), summed."""
     total, n = 0.0, 0
     for rec in data.records.values():
         wall = rec["summary"].get("wall_time_s")
         if rec["status"] in ("completed", "diverged") and isinstance(wall, (int, float)):
             total += wall / max(1, int(rec["meta"].get("stack_size", 1) or 1))
             n += 1
-    if not n:
-        return "not run"
+    return total, n
+
+
+def training_time(data: StudyData) -> str:
     from engine.study.plan import format_duration
-    return f"{format_duration(total)} ({n} run{'s' if n != 1 else ''})"
+    total, n = training_seconds(data)
+    return f"{format_duration(total)} ({n} run{'s' if n != 1 else ''})" if n else "not run"
 
 
 def machine() -> str:
@@ -170,8 +173,12 @@ def build_report(store, specs: dict[str, StudySpec], quick: bool, reference: lis
         missing = any(data.records.get(c.run_id, {}).get("status") not in ("completed", "diverged")
                       for c in data.spec.runs)
         if missing and (estimates or {}).get(name):
-            took = f"{took}; not run: {estimates[name]}"
+            took = f"not run: {estimates[name]}" if took == "not run" else f"{took}; not run: {estimates[name]}"
         durations[name] = took
+    from engine.study.plan import format_duration
+    total = sum(training_seconds(d)[0] for d in studies.values())
+    header += (" " if header else "") + (f"Training time on record for the runs in this report: "
+                                         f"{format_duration(total)} of one training process (per study: last table).")
     return render(studies, reference, results, quick, header, durations), results
 
 
@@ -218,7 +225,7 @@ def reproduce(store, quick: bool = False, out: str | None = None, studies_dir: s
               + (f"this invocation trained {trained} runs the store lacked "
                  f"({'studies ' + only if only else 'every study'}) in {elapsed / 60:.1f} min"
                  if train else "report only (nothing trained)")
-              + "; each study's own training time (from the store) is in the last table.")
+              + ".")
     text, results = build_report(store, specs, quick, reference, header, estimates)
     path = Path(out) if out else default_report_path(store, quick)
     path.parent.mkdir(parents=True, exist_ok=True)
