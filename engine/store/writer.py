@@ -32,7 +32,7 @@ from .layout import (LIVE_RE, HeldLock, atomic_write_bytes, atomic_write_json, a
                      holder_info, try_lock)
 from .files import StoreFiles
 from .livelog import EPOCHS, FINAL, HEARTBEAT, START, encode_epoch_line, read_live_attempt
-from .snapshot import existing_attempts
+from .snapshot import deleted_through, existing_attempts
 from .schema import (CACHED_STATUSES, FINISH_STATUSES, MAX_METRICS, RESERVED_METRIC_NAMES, Attempt, check_config,
                      check_meta, check_name, check_summary, split_value)
 
@@ -268,7 +268,8 @@ def open_run(store: StoreFiles, run_id: str, config: dict, meta: dict, heartbeat
             raise RunAlreadyFinishedError(
                 f"run {run_id} already has a {st} result (attempt {att}); finished results are a cache and are "
                 "never overwritten: read it with store.cached(run_id), or change the config to train a new run")
-        attempt = max(attempts, default=0) + 1
+        # above deleted attempts too, so that their deletion (annotations.py) never hides the new one
+        attempt = max(max(attempts, default=0), deleted_through(store.cache, layout, run_id)) + 1
         lock.write_holder(holder_info(run_id, attempt))
         started = time.time()
         a = Attempt(run_id=run_id, attempt=attempt, config=config, meta=meta, started_at=started,

@@ -1,0 +1,201 @@
+"""Curation in the store and the CLI: exclusion (with reasons, per run and per study) reaching every statistic,
+tags and notes, deletion for real (refused while running, disk freed by compaction, the config trains again),
+annotations surviving SIGKILL, the compaction pause gone from training, pruned jobs, a full disk and a read-only
+store. Real Parquet, DuckDB and processes throughout."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine import analysis, queries  # noqa: E402
+from engine.cli import main as cli_main  # noqa: E402
+from engine.config import RunConfig  # noqa: E402
+from engine.store import RunLockedError, RunStore, StoreError, StoreValidationError  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+META = {"device": "cpu", "torch_version": "2.13.0", "hostname": "testhost", "pid": 4242}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_run(store: RunStore, cfg: RunConfig, final_acc: float, n_epochs: int = 3, study: str | None = "s1",
+              checkpoint: bytes | None = None) -> str:
+    w = store.open_run(cfg.run_id, cfg.to_dict(), dict(META, study=study) if study else META, heartbeat_s=0.2)
+    for e in range(n_epochs):
+        w.log_epoch(e, {"train_loss": 1.0 / (e + 1), "val_accuracy": final_acc if e == n_epochs - 1 else 0.1})
+    w.finish("completed", {"n_params": 10}, checkpoint)
+    return cfg.run_id
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RunStore:
+    return RunStore(tmp_path / "runs", durable=False, compact_threshold=None)
+
+
+@pytest.fixture
+def study(store):
+    """Two activations x three seeds; relu's accuracies 0.8, 0.9, 0.4 (the last one a mistake)."""
+    acc = {("relu", 0): 0.8, ("relu", 1): 0.9, ("relu", 2): 0.4, ("tanh", 0): 0.7, ("tanh", 1): 0.7,
+           ("tanh", 2): 0.7}
+    ids = {k: write_run(store, RunConfig(activation=k[0], seed=k[1]), v) for k, v in acc.items()}
+    return ids
+
+
+def cell(result, level: str):
+    return next(c for c in result.cells if c.key["activation"] == level)
+
+
+def test_exclusion_changes_n_and_mean_everywhere_and_comes_back_on_include(store, study):
+    bad = study[("relu", 2)]
+    before = analysis.analyze(store, "s1", "val_accuracy", ["activation"])
+    assert cell(before, "relu").n == 3 and cell(before, "relu").mean == pytest.approx((0.8 + 0.9 + 0.4) / 3)
+
+    store.annotate("exclude", [bad], reason="wrong data set")
+    after = analysis.analyze(store, "s1", "val_accuracy", ["activation"])
+    assert cell(after, "relu").n == 2 and cell(after, "relu").mean == pytest.approx(0.85)
+    assert after.excluded_runs == {bad: "wrong data set"}
+    assert after.to_dict()["excluded_runs"] == {bad: "wrong data set"}
+    # the runs list keeps it, flagged with the reason; the query statistics leave it out
+    runs = queries.list_runs(store).set_index("run_id")
+    assert bool(runs.loc[bad, "excluded"]) and runs.loc[bad, "excluded_reason"] == "wrong data set"
+    assert not runs.drop(bad)["excluded"].any()
+    piv = queries.pivot(store, "val_accuracy", "activation", stat="final").set_index("activation")
+    assert piv.loc["relu", "n"] == 2 and piv.loc["relu", "mean"] == pytest.approx(0.85)
+    assert bad not in set(queries.final_and_best(store, "val_accuracy", "max")["run_id"])
+    assert len(queries.final_and_best(store, "val_accuracy", "max", include_excluded=True)) == 6
+    # counted on request
+    assert cell(analysis.analyze(store, "s1", "val_accuracy", ["activation"], include_excluded=True), "relu").n == 3
+
+    store.annotate("include", [bad])
+    back = analysis.analyze(store, "s1", "val_accuracy", ["activation"])
+    assert cell(back, "relu").n == 3 and back.excluded_runs == {}
+
+
+def test_excluding_a_study_excludes_its_runs_and_later_ones(store, study):
+    store.annotate("exclude", studies=["s1"], reason="old idea")
+    runs = queries.list_runs(store)
+    assert runs["excluded"].all() and set(runs["excluded_reason"]) == {"study s1: old idea"}
+    late = write_run(store, RunConfig(activation="relu", seed=9), 0.5)
+    assert bool(queries.list_runs(store).set_index("run_id").loc[late, "excluded"])
+    with pytest.raises(StoreValidationError, match="no such study"):
+        store.annotate("exclude", studies=["nope"], reason="x")
+
+
+def test_tags_and_notes_fold_in_order(store, study):
+    a, b = study[("relu", 0)], study[("tanh", 0)]
+    store.annotate("tag", [a, b], tag="baseline")
+    store.annotate("tag", [a], tag="keep")
+    store.annotate("untag", [b], tag="baseline")
+    store.annotate("note", [a], note="the reference run")
+    store.annotate("note", studies=["s1"], note="first try")
+    store.annotate("tag", studies=["s1"], tag="paper")
+    runs = queries.list_runs(store).set_index("run_id")
+    assert list(runs.loc[a, "tags"]) == ["baseline", "keep"] and list(runs.loc[b, "tags"]) == []
+    assert runs.loc[a, "note"] == "the reference run" and pd.isna(runs.loc[b, "note"])
+    ann = store.annotations()
+    assert ann.studies["s1"].note == "first try" and ann.studies["s1"].tags == {"paper"}
+    assert queries.sql(store, "SELECT count(*) AS n FROM runs WHERE list_contains(tags, 'keep')")["n"][0] == 1
+    with pytest.raises(StoreValidationError, match="no such run"):
+        store.annotate("tag", ["0123456789abcdef"], tag="x")
+    with pytest.raises(StoreValidationError, match="tag"):
+        store.annotate("tag", [a], tag="a,b")
+
+
+def test_delete_frees_the_files_and_the_config_trains_again(store, study):
+    victim_cfg = RunConfig(activation="relu", seed=2)
+    victim = study[("relu", 2)]
+    store.compact()  # the victim now lives in a compacted part
+    other = write_run(store, RunConfig(activation="relu", seed=7), 0.6, checkpoint=b"weights")
+    store.annotate("tag", [victim], tag="gone soon")
+    plan = store.plan_delete([victim, other])
+    assert plan.n_runs == 2 and plan.bytes > len(b"weights") and "2 run(s)" in plan.describe()
+    result = store.delete(plan)
+    assert result.done
+    # every file but the lock files (flock targets stay: removing one under a waiting writer would split the lock)
+    files = [p.name for p in store.root.rglob("*") if p.is_file() and p.parent.name != "locks"]
+    assert not [f for f in files if f.startswith((victim, other))], files
+    parts = [p for p in (store.root / "parts").glob("*.parquet")]
+    import pyarrow.parquet as pq
+    held = {r for p in parts for r in pq.read_table(p, columns=["run_id"]).column(0).to_pylist()}
+    assert victim not in held and len(held) == 5
+    assert victim not in set(queries.list_runs(store)["run_id"])
+    assert queries.curves(store, [victim]).empty
+    assert store.cached(victim) is None and store.get(victim) is None
+    assert store.check().ok, str(store.check())
+    # asked again, the config trains (attempt numbered above the deleted one) and carries no old annotation
+    write_run(store, victim_cfg, 0.55)
+    rec = store.get(victim)
+    assert rec.status == "completed" and rec.attempt == 2 and rec.final["val_accuracy"] == 0.55
+    row = queries.list_runs(store).set_index("run_id").loc[victim]
+    assert list(row["tags"]) == [] and not row["excluded"]
+    store.compact(full=True)
+    assert store.get(victim).attempt == 2 and store.check().ok
+
+
+def test_deleting_a_running_run_is_refused(store, study):
+    cfg = RunConfig(activation="tanh", seed=5)
+    w = store.open_run(cfg.run_id, cfg.to_dict(), META, heartbeat_s=0.2)
+    w.log_epoch(0, {"train_loss": 1.0})
+    with pytest.raises(RunLockedError, match="running and cannot be deleted"):
+        store.delete(store.plan_delete([cfg.run_id, study[("relu", 0)]]))
+    assert store.annotations().deleted == {}  # nothing deleted, not even the other run
+    w.finish("completed")
+    assert cfg.run_id in set(queries.list_runs(store)["run_id"])
+
+
+def test_query_during_compaction_sees_every_run_exactly_once(store, study):
+    """A reader thread queries while runs are sealed, compacted, merged and a deletion rewrites a part: every
+    answer holds each run once, every run committed before the reader started, and nothing else."""
+    import threading
+    for s in range(10, 30):
+        write_run(store, RunConfig(seed=s), 0.5)
+    base = set(queries.list_runs(store)["run_id"])
+    later = [RunConfig(seed=s) for s in range(30, 36)]
+    allowed = base | {c.run_id for c in later}
+    bad: list = []
+    seen = [0]
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            ids = list(queries.list_runs(store, columns=["run_id"])["run_id"])
+            seen[0] += 1
+            if len(ids) != len(set(ids)) or not base <= set(ids) <= allowed:
+                bad.append(sorted(ids))
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for cfg in later:
+            store.compact()
+            write_run(store, cfg, 0.5)
+        store.compact(full=True)
+        wait_for(lambda: seen[0] >= 10, timeout=30, what="the reader's queries")
+    finally:
+        stop.set()
+        t.join()
+    assert bad == []
+    ids = list(queries.list_runs(store)["run_id"])
+    assert len(ids) == len(set(ids)) and set(ids) == allowed
+
+
+def test_compaction_runs_once_at_a_time(store, study):
+    from engine.store.layout import try_lock
+    lock = try_lock(store.layout.compaction_lock, "test", retries=0)
+    try:
+        assert store.compact().skipped == "another compaction is running"
+    finally:
+        lock.release()
+    assert store.compact().done
