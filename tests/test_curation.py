@@ -277,3 +277,23 @@ def test_a_study_past_the_compaction_threshold_trains_without_a_compaction_pause
     manifest = json.loads(store.layout.manifest.read_text())
     assert sum(p["n_runs"] for p in manifest["parts"]) == 153
     assert store.layout.manifest.stat().st_mtime >= runs["ended_at"].max().timestamp()
+
+
+def test_a_full_disk_fails_that_run_with_the_reason_and_keeps_its_epochs(store, monkeypatch):
+    """ENOSPC on the 4th epoch append of one run of a stack: that run ends failed naming the full disk, its three
+    epochs kept; its stack mate completes; check is clean."""
+    from engine.faults import DISK_FULL_ENV
+    from engine.train import run_configs
+    a, b = RunConfig(task="points", hidden=(8,), epochs=6, seed=0), RunConfig(task="points", hidden=(8,), epochs=6,
+                                                                                seed=1)
+    monkeypatch.setenv(DISK_FULL_ENV, f"log-epoch@{a.run_id}:4")
+    outcomes = {o.run_id: o for o in run_configs([a, b], store, device="cpu")}
+    assert outcomes[a.run_id].status == "failed" and "No space left on device" in outcomes[a.run_id].error
+    assert outcomes[b.run_id].status == "completed"
+    rec = store.get(a.run_id)
+    assert rec.status == "failed" and "No space left on device" in rec.error and "3 epochs" in rec.error
+    assert rec.n_epochs == 3 and list(queries.curves(store, [a.run_id])["epoch"]) == [0, 1, 2]
+    assert store.get(b.run_id).n_epochs == 6
+    report = store.check()
+    assert report.ok, str(report)
+    assert cli_main(["check", "--store", str(store.root)]) == 0

@@ -25,7 +25,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator
 
-from engine.faults import pause_point
+from engine.faults import disk_full_point, pause_point
 
 from .errors import RunAlreadyFinishedError, StoreError, StoreValidationError
 from .layout import (LIVE_RE, HeldLock, atomic_write_bytes, atomic_write_json, atomic_write_table, check_run_id,
@@ -130,6 +130,7 @@ class RunWriter:
                 nonfinite[name] = marker
         t = time.time() - self._attempt.started_at
         data = encode_epoch_line(epoch, t, vals, nonfinite)
+        disk_full_point("log-epoch", (self.run_id,))
         # one write() per record; loop only in the (never seen on local disks) case of a short write
         while data:
             n = os.write(self._fd, data)
@@ -158,15 +159,15 @@ class RunWriter:
         a = self._attempt
         self._stop.set()
         ended = time.time()
-        if checkpoint is not None:
-            atomic_write_bytes(layout.checkpoint(a.run_id, a.attempt), bytes(checkpoint), store.durable)
-        a.status, a.error, a.summary = status, error, s
-        a.ended_at, a.heartbeat_at, a.has_checkpoint = ended, ended, checkpoint is not None
-        # The result first (cheap, no fsync): from here on a kill cannot turn this run into "interrupted".
-        atomic_write_json(self._live_dir / FINAL, final_record(a), durable=False)
-        self._status = status
-        pause_point("sealing")
-        try:
+        try:  # a failed write (a full disk) still releases the lock: the attempt is then left for check --repair
+            if checkpoint is not None:
+                atomic_write_bytes(layout.checkpoint(a.run_id, a.attempt), bytes(checkpoint), store.durable)
+            a.status, a.error, a.summary = status, error, s
+            a.ended_at, a.heartbeat_at, a.has_checkpoint = ended, ended, checkpoint is not None
+            # The result first (cheap, no fsync): from here on a kill cannot turn this run into "interrupted".
+            atomic_write_json(self._live_dir / FINAL, final_record(a), durable=False)
+            self._status = status
+            pause_point("sealing")
             seal(store, a)
         finally:
             self._close()
