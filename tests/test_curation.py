@@ -297,3 +297,109 @@ def test_a_full_disk_fails_that_run_with_the_reason_and_keeps_its_epochs(store, 
     report = store.check()
     assert report.ok, str(report)
     assert cli_main(["check", "--store", str(store.root)]) == 0
+
+
+# --- command line -----------------------------------------------------------------------------------------------
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    code = cli_main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_exclude_shows_in_analyze_and_ls_and_include_undoes_it(store, study, capsys):
+    bad, root = study[("relu", 2)], str(store.root)
+    code, out, _ = cli(capsys, "runs", "exclude", bad, "--reason", "wrong data set", "--store", root)
+    assert code == 0 and "1 run(s): excluded from analysis (wrong data set)" in out
+    code, out, _ = cli(capsys, "analyze", "--study", "s1", "--metric", "val_accuracy", "--by", "activation",
+                       "--format", "json", "--store", root)
+    result = json.loads(out)
+    relu = next(c for c in result["cells"] if c["key"]["activation"] == "relu")
+    assert relu["n"] == 2 and relu["mean"] == pytest.approx(0.85)
+    assert result["excluded_runs"] == {bad: "wrong data set"}
+    code, out, _ = cli(capsys, "analyze", "--study", "s1", "--metric", "val_accuracy", "--by", "activation",
+                       "--store", root)
+    assert f"excluded: 1 runs left out of every number by a person" in out and f"{bad} (wrong data set)" in out
+    code, out, _ = cli(capsys, "runs", "tag", bad, study[("tanh", 0)], "suspect", "--store", root)
+    assert code == 0 and "tagged 'suspect'" in out
+    code, out, _ = cli(capsys, "ls", "--store", root)
+    line = next(ln for ln in out.splitlines() if ln.startswith(bad))
+    assert "yes" in line.split() and "suspect" in line.split()
+    assert "excluded" in out.splitlines()[0] and "tags" in out.splitlines()[0]
+    code, out, _ = cli(capsys, "runs", "include", bad, "--store", root)
+    assert code == 0
+    result = json.loads(cli(capsys, "analyze", "--study", "s1", "--metric", "val_accuracy", "--by", "activation",
+                            "--format", "json", "--store", root)[1])
+    assert next(c for c in result["cells"] if c["key"]["activation"] == "relu")["n"] == 3
+    assert result["excluded_runs"] == {}
+    code, out, _ = cli(capsys, "runs", "note", bad, "looked at it", "--store", root)
+    assert code == 0 and store.annotations().runs[bad].note == "looked at it"
+    code, out, _ = cli(capsys, "runs", "note", "--study", "s1", "the first study", "--store", root)
+    assert code == 0 and store.annotations().studies["s1"].note == "the first study"
+    code, out, _ = cli(capsys, "runs", "exclude", "--study", "s1", "--reason", "old idea", "--store", root)
+    assert code == 0 and queries.list_runs(store)["excluded"].all()
+    code, _, err = cli(capsys, "runs", "exclude", "0123456789abcdef", "--reason", "x", "--store", root)
+    assert code == 2 and err.count("\n") == 1 and "no such run" in err
+
+
+def test_cli_delete_confirms_refuses_running_runs_and_frees_the_disk(store, study, capsys, monkeypatch):
+    root = str(store.root)
+    victim = study[("tanh", 1)]
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    code, _, err = cli(capsys, "runs", "delete", victim, "--store", root)
+    assert code == 2 and "needs --yes" in err and "1 run(s), about" in err
+    assert store.get(victim) is not None
+    cfg = RunConfig(activation="tanh", seed=8)
+    w = store.open_run(cfg.run_id, cfg.to_dict(), META, heartbeat_s=0.2)
+    code, _, err = cli(capsys, "runs", "delete", cfg.run_id, "--yes", "--store", root)
+    assert code == 2 and "running and cannot be deleted" in err and err.count("\n") == 1
+    w.finish("completed")
+    code, out, _ = cli(capsys, "runs", "delete", victim, "--yes", "--store", root)
+    assert code == 0 and "deleted 1 run(s)" in out and "files are removed" in out
+    assert store.get(victim) is None and not list((store.root / "sealed").glob(f"{victim}*"))
+    assert cli(capsys, "check", "--store", root)[0] == 0
+    code, out, _ = cli(capsys, "runs", "delete", "--study", "s1", "--yes", "--store", root)
+    assert code == 0 and "deleted 5 run(s)" in out
+    assert set(queries.list_runs(store)["run_id"]) == {cfg.run_id}
+
+
+def test_jobs_are_pruned_by_age_and_count(tmp_path, capsys):
+    from engine.jobs.limits import Retention
+    from engine.jobs.queue import JobQueue
+    queue = JobQueue(tmp_path / "runs", durable=False)
+    now = time.time()
+    ids = []
+    for i in range(5):
+        job = queue.submit("run", [RunConfig(seed=i)], client_token=f"t{i}").job
+        state = "queued" if i == 4 else "completed"
+        queue.update(job.id, state=state, finished_at=None if state == "queued" else now - 86400 * (5 - i))
+        queue.log_path(job.id).write_text("log")
+        ids.append(job.id)
+    # 2 days: jobs 0..2 (5, 4, 3 days old) go; the queued one stays whatever its age
+    removed = queue.prune(Retention(max_age_days=2.5, keep=100), now=now)
+    assert sorted(removed) == sorted(ids[:3])
+    assert {j.id for j in queue.jobs()} == {ids[3], ids[4]}
+    assert not queue.log_path(ids[0]).exists() and queue.log_path(ids[3]).exists()
+    code, out, _ = cli(capsys, "jobs", "prune", "--keep", "0", "--store", str(tmp_path / "runs"))
+    assert code == 0 and "pruned 1 finished job(s)" in out and ids[3] in out
+    assert {j.id for j in queue.jobs()} == {ids[4]}
+
+
+def test_cli_on_a_read_only_store_reads_and_refuses_writes_in_one_line(store, study, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", str(store.root), str(ro)], capture_output=True).returncode != 0:
+        pytest.skip("bind mounts are not permitted here (needs root and mount rights)")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True).returncode != 0:
+            pytest.skip("read-only remounts are not permitted here")
+        code, out, _ = cli(capsys, "ls", "--store", str(ro))
+        assert code == 0 and study[("relu", 0)] in out
+        assert cli(capsys, "check", "--store", str(ro))[0] == 0
+        for argv in (["runs", "exclude", study[("relu", 0)], "--reason", "x"], ["runs", "delete", "--yes",
+                                                                                study[("relu", 0)]],
+                     ["compact"], ["check", "--repair"], ["train", "--task", "points", "--epochs", "1"]):
+            code, _, err = cli(capsys, *argv, "--store", str(ro))
+            assert code == 2 and err.count("\n") == 1 and "read-only file system" in err, (argv, err)
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)

@@ -77,7 +77,7 @@ def runs_page_for(run_id: str, extra: dict | None = None) -> AppTest:
     seed = next(c.seed for c in study_configs() if c.run_id == run_id)
     at = open_app("pages/runs.py", {"f.study": STUDY, "f.activation": "relu", "f.optimizer": "adam",
                                     "f.seed": str(seed), **(extra or {})})
-    at.radio(key="curation.scope").set_value("every run matching the filters").run()
+    at.radio(key="curation-scope").set_value("every run matching the filters").run()
     assert not at.exception
     return at
 
@@ -89,8 +89,8 @@ def test_excluding_a_run_changes_the_tables_cell_and_undo_brings_it_back(root):
     assert n == 3 and mean == pytest.approx(sum(final_accuracy(root, ids)) / 3, abs=5e-6)
 
     at = runs_page_for(victim)
-    at.text_input(key="curation.runs.reason").set_value("wrong data set").run()
-    at.button(key="curation.runs.exclude").click().run()
+    at.text_input(key="curation-runs-reason").set_value("wrong data set").run()
+    at.button(key="curation-runs-exclude").click().run()
     assert not at.exception and any("Excluded from analysis: wrong data set" in s.value for s in at.success)
 
     tables = open_app("pages/tables.py", TABLE_URL)
@@ -102,7 +102,7 @@ def test_excluding_a_run_changes_the_tables_cell_and_undo_brings_it_back(root):
     at = runs_page_for(victim, {"excl": "1"})
     targets = next(df.value for df in at.dataframe if "excluded_reason" in getattr(df.value, "columns", []))
     assert list(targets["excluded_reason"]) == ["wrong data set"]
-    at.button(key="curation.runs.include").click().run()
+    at.button(key="curation-runs-include").click().run()
     assert not at.exception
     mean, n = relu_adam(open_app("pages/tables.py", TABLE_URL))
     assert n == 3 and mean == pytest.approx(sum(final_accuracy(root, ids)) / 3, abs=5e-6)
@@ -111,8 +111,8 @@ def test_excluding_a_run_changes_the_tables_cell_and_undo_brings_it_back(root):
 def test_a_tag_set_on_the_runs_page_is_a_sidebar_filter(root):
     victim = cell_ids()[0]
     at = runs_page_for(victim)
-    at.text_input(key="curation.runs.tag").set_value("baseline").run()
-    at.button(key="curation.runs.addtag").click().run()
+    at.text_input(key="curation-runs-tag").set_value("baseline").run()
+    at.button(key="curation-runs-addtag").click().run()
     assert not at.exception
     tables = open_app("pages/tables.py", {"f.tags": "baseline", "metric": "val_accuracy", "row": "activation",
                                           "col": "(none)"})
@@ -124,11 +124,11 @@ def test_deleting_asks_with_the_count_and_disk_then_removes_the_run(root):
     from engine.store import RunStore
     victim = cell_ids()[1]
     at = runs_page_for(victim)
-    at.button(key="curation.delete_runs.ask").click().run()
+    at.button(key="curation-delete-runs-ask").click().run()
     warning = next(w.value for w in at.warning if "for good" in w.value)
     assert re.search(r"Delete 1 run\(s\), about [\d.]+ (KB|MB|B) on disk for good", warning), warning
     assert RunStore(root).get(victim) is not None        # asking deletes nothing
-    at.button(key="curation.delete_runs.confirm").click().run()
+    at.button(key="curation-delete-runs-confirm").click().run()
     assert not at.exception and any("Deleted 1 run(s)" in s.value for s in at.success)
     assert RunStore(root).get(victim) is None
     assert not [p for p in root.rglob(f"{victim}*") if p.parent.name != "locks"]
@@ -139,12 +139,12 @@ def test_deleting_asks_with_the_count_and_disk_then_removes_the_run(root):
 
 def test_a_study_is_tagged_noted_and_excluded_from_the_overview(root):
     at = open_app()
-    at.text_input(key=f"curation.study.{STUDY}.tag").set_value("paper").run()
-    at.button(key=f"curation.study.{STUDY}.addtag").click().run()
-    at.text_input(key=f"curation.study.{STUDY}.note").set_value("first try").run()
-    at.button(key=f"curation.study.{STUDY}.savenote").click().run()
-    at.text_input(key=f"curation.study.{STUDY}.reason").set_value("old idea").run()
-    at.button(key=f"curation.study.{STUDY}.exclude").click().run()
+    at.text_input(key=f"curation-study-{STUDY}-tag").set_value("paper").run()
+    at.button(key=f"curation-study-{STUDY}-addtag").click().run()
+    at.text_input(key=f"curation-study-{STUDY}-note").set_value("first try").run()
+    at.button(key=f"curation-study-{STUDY}-savenote").click().run()
+    at.text_input(key=f"curation-study-{STUDY}-reason").set_value("old idea").run()
+    at.button(key=f"curation-study-{STUDY}-exclude").click().run()
     assert not at.exception
     studies = next(df.value for df in at.dataframe if "study" in getattr(df.value, "columns", []))
     row = studies.set_index("study").loc[STUDY]

@@ -58,17 +58,17 @@ def _message() -> None:
 
 def _delete_confirmation(key: str, run_ids: list[str], what: str) -> None:
     """A delete button that first says how many runs and how much disk, then asks again."""
-    pending = st.session_state.get(f"{key}.pending")
+    pending = st.session_state.get(f"{key}-pending")
     if pending is None or pending[0] != sorted(run_ids):
-        if st.button(f"Delete {what}…", key=f"{key}.ask", disabled=not run_ids):
+        if st.button(f"Delete {what}…", key=f"{key}-ask", disabled=not run_ids):
             plan = get_store().plan_delete(run_ids)
-            st.session_state[f"{key}.pending"] = (sorted(run_ids), plan.describe())
+            st.session_state[f"{key}-pending"] = (sorted(run_ids), plan.describe())
             st.rerun()
         return
     st.warning(f"Delete {pending[1]} for good? Running runs are refused; this cannot be undone.")
     c = st.columns(2)
-    if c[0].button("Yes, delete", key=f"{key}.confirm", type="primary"):
-        st.session_state.pop(f"{key}.pending", None)
+    if c[0].button("Yes, delete", key=f"{key}-confirm", type="primary"):
+        st.session_state.pop(f"{key}-pending", None)
 
         def delete() -> str:
             store = get_store()
@@ -76,36 +76,36 @@ def _delete_confirmation(key: str, run_ids: list[str], what: str) -> None:
             store.delete(plan)
             return f"Deleted {plan.describe()}."
         _act("delete", delete)
-    if c[1].button("Cancel", key=f"{key}.cancel"):
-        st.session_state.pop(f"{key}.pending", None)
+    if c[1].button("Cancel", key=f"{key}-cancel"):
+        st.session_state.pop(f"{key}-pending", None)
         st.rerun()
 
 
 def _annotation_controls(key: str, runs: list[str], studies: list[str], excluded: bool, note: str | None) -> None:
     store = get_store()
     c = st.columns([3, 1, 1])
-    reason = c[0].text_input("Reason for excluding", key=f"{key}.reason",
+    reason = c[0].text_input("Reason for excluding", key=f"{key}-reason",
                              placeholder="e.g. launched with the wrong data set")
     c[1].markdown("&nbsp;")
-    if c[1].button("Exclude", key=f"{key}.exclude", disabled=not reason.strip(),
+    if c[1].button("Exclude", key=f"{key}-exclude", disabled=not reason.strip(),
                    help="Hide from every chart and statistic (kept in the store); needs a reason"):
         _act("exclude", lambda: (store.annotate("exclude", runs, studies, reason=reason),
                                  f"Excluded from analysis: {reason}.")[1])
     c[2].markdown("&nbsp;")
-    if c[2].button("Include again", key=f"{key}.include", disabled=not excluded):
+    if c[2].button("Include again", key=f"{key}-include", disabled=not excluded):
         _act("include", lambda: (store.annotate("include", runs, studies), "Included in analysis again.")[1])
     c = st.columns([3, 1, 1])
-    tag = c[0].text_input("Tag", key=f"{key}.tag", placeholder="a free tag, e.g. baseline")
+    tag = c[0].text_input("Tag", key=f"{key}-tag", placeholder="a free tag, e.g. baseline")
     c[1].markdown("&nbsp;")
-    if c[1].button("Add tag", key=f"{key}.addtag", disabled=not tag.strip()):
+    if c[1].button("Add tag", key=f"{key}-addtag", disabled=not tag.strip()):
         _act("tag", lambda: (store.annotate("tag", runs, studies, tag=tag), f"Tagged {tag!r}.")[1])
     c[2].markdown("&nbsp;")
-    if c[2].button("Remove tag", key=f"{key}.untag", disabled=not tag.strip()):
+    if c[2].button("Remove tag", key=f"{key}-untag", disabled=not tag.strip()):
         _act("untag", lambda: (store.annotate("untag", runs, studies, tag=tag), f"Removed tag {tag!r}.")[1])
     c = st.columns([3, 1])
-    text = c[0].text_input("Note", value=note or "", key=f"{key}.note", placeholder="a short note")
+    text = c[0].text_input("Note", value=note or "", key=f"{key}-note", placeholder="a short note")
     c[1].markdown("&nbsp;")
-    if c[1].button("Save note", key=f"{key}.savenote"):
+    if c[1].button("Save note", key=f"{key}-savenote"):
         _act("note", lambda: (store.annotate("note", runs, studies, note=text), "Note saved.")[1])
 
 
@@ -120,19 +120,19 @@ def runs_panel(runs: pd.DataFrame, chosen: list[str]) -> None:
             st.info(f"Read-only: {reason}.")
             return
         scope = st.radio("Act on", ["the runs picked below", "every run matching the filters"], horizontal=True,
-                         key="curation.scope")
+                         key="curation-scope")
         ids = list(chosen) if scope.startswith("the runs picked") else list(runs["run_id"])
         target = runs[runs["run_id"].isin(ids)]
         if target.empty:
             st.caption("No run to act on: pick runs below, or widen the filters.")
             return
         shown = target[["run_id", "status"] + [c for c in ("excluded_reason", "tags", "note") if c in target]]
-        st.dataframe(shown.head(50), hide_index=True, key="curation.targets")
+        st.dataframe(shown.head(50), hide_index=True, key="curation-targets")
         st.caption(f"{len(ids):,} run(s)" + (" (the first 50 shown)" if len(ids) > 50 else ""))
         excluded = bool(target["excluded"].fillna(False).any()) if "excluded" in target else False
         note = target["note"].iloc[0] if "note" in target and len(target) == 1 else None
-        _annotation_controls("curation.runs", ids, [], excluded, None if pd.isna(note) else note)
-        _delete_confirmation("curation.delete_runs", ids, f"{len(ids):,} run(s)")
+        _annotation_controls("curation-runs", ids, [], excluded, None if pd.isna(note) else note)
+        _delete_confirmation("curation-delete-runs", ids, f"{len(ids):,} run(s)")
 
 
 # --- Overview: studies ----------------------------------------------------------------------------------------------
@@ -160,9 +160,9 @@ def studies_panel(studies: pd.DataFrame, runs: pd.DataFrame) -> None:
         if reason:
             st.info(f"Read-only: {reason}.")
             return
-        name = st.selectbox("Study", list(studies["study"]), key="curation.study")
+        name = st.selectbox("Study", list(studies["study"]), key="curation-study")
         notes = get_store().annotations().studies.get(name)
-        _annotation_controls(f"curation.study.{name}", [], [name], bool(notes and notes.excluded),
+        _annotation_controls(f"curation-study-{name}", [], [name], bool(notes and notes.excluded),
                              notes.note if notes else None)
         ids = [r for r, member in zip(runs["run_id"], runs["studies"]) if name in member]
-        _delete_confirmation(f"curation.delete_study.{name}", ids, f"the {len(ids)} run(s) of {name}")
+        _delete_confirmation(f"curation-delete-study-{name}", ids, f"the {len(ids)} run(s) of {name}")

@@ -23,7 +23,7 @@ import time
 import warnings
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from engine.faults import disk_full_point, pause_point
 
@@ -58,9 +58,7 @@ def sigterm_cancels() -> Iterator[None]:
 class RunWriter:
     """The open attempt of one run. Not thread-safe: one training loop logs to it."""
 
-    def __init__(self, store: StoreFiles, attempt: Attempt, lock: HeldLock, live_dir: Path, log_fd: int,
-                 on_finish: Callable[[], None] | None = None) -> None:
-        self._on_finish = on_finish
+    def __init__(self, store: StoreFiles, attempt: Attempt, lock: HeldLock, live_dir: Path, log_fd: int) -> None:
         self._store = store
         self._attempt = attempt
         self._lock = lock
@@ -172,8 +170,6 @@ class RunWriter:
         finally:
             self._close()
         self._beat.join(timeout=1.0)
-        if self._on_finish is not None:
-            self._on_finish()
 
     def _close(self) -> None:
         with suppress(OSError):
@@ -250,9 +246,8 @@ def seal_abandoned(store: StoreFiles, live_dir: Path, status: str, error: str, p
         lock.release()
 
 
-def open_run(store: StoreFiles, run_id: str, config: dict, meta: dict, heartbeat_s: float = 5.0,
-             on_finish: Callable[[], None] | None = None) -> RunWriter:
-    """Open the next attempt of a run (see RunStore.open_run); ``on_finish`` runs after the attempt is sealed."""
+def open_run(store: StoreFiles, run_id: str, config: dict, meta: dict, heartbeat_s: float = 5.0) -> RunWriter:
+    """Open the next attempt of a run (see RunStore.open_run)."""
     check_run_id(run_id)
     config = check_config(config)
     meta = check_meta(meta)
@@ -296,4 +291,4 @@ def open_run(store: StoreFiles, run_id: str, config: dict, meta: dict, heartbeat
     except BaseException:
         lock.release()
         raise
-    return RunWriter(store, a, lock, live_dir, fd, on_finish)
+    return RunWriter(store, a, lock, live_dir, fd)
