@@ -403,3 +403,34 @@ def test_cli_on_a_read_only_store_reads_and_refuses_writes_in_one_line(store, st
             assert code == 2 and err.count("\n") == 1 and "read-only file system" in err, (argv, err)
     finally:
         subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def test_the_supervisor_compacts_and_prunes_between_jobs(store, study, capsys):
+    """Supervisor.maintain (what it runs each time a job ends): compaction once the threshold is reached, then the
+    finished jobs past their retention go."""
+    from engine.jobs.limits import Limits, Retention
+    from engine.jobs.queue import JobQueue
+    from engine.jobs.supervisor import Supervisor
+    queue = JobQueue(store.root, durable=False)
+    for i in range(3):
+        job = queue.submit("run", [RunConfig(seed=40 + i)], client_token=f"p{i}").job
+        queue.update(job.id, state="failed", finished_at=time.time() - 100 + i)
+    logs: list[str] = []
+    sup = Supervisor(queue, Limits(max_running=1), retention=Retention(max_age_days=30, keep=1),
+                     store=RunStore(store.root, durable=False, compact_threshold=6), log=logs.append)
+    sup.maintain()
+    manifest = json.loads(store.layout.manifest.read_text())
+    assert sum(p["n_runs"] for p in manifest["parts"]) == 6 and not list(store.layout.sealed.glob("*.parquet"))
+    assert len(queue.jobs()) == 1 and any("pruned 2 finished job(s)" in line for line in logs)
+    assert len(queries.list_runs(store)) == 6
+
+
+def test_exports_list_excluded_runs_with_their_reasons(store, study, tmp_path):
+    bad = study[("relu", 2)]
+    store.annotate("exclude", [bad], reason="wrong data set")
+    out = queries.export(store, "runs", "csv", tmp_path / "runs.csv")
+    rows = {r["run_id"]: r for r in pd.read_csv(out).to_dict("records")}
+    assert rows[bad]["excluded_reason"] == "wrong data set" and bool(rows[bad]["excluded"])
+    out = queries.export(store, "final_and_best", "json", tmp_path / "fb.json", metric="val_accuracy", mode="max")
+    fb = {r["run_id"]: r for r in json.loads(out.read_text())}
+    assert len(fb) == 6 and fb[bad]["excluded"] is True and fb[bad]["excluded_reason"] == "wrong data set"
