@@ -10,8 +10,8 @@
     python -m engine data download mnist
     python -m engine analyze --study NAME [--by F1,F2] [--baseline F=V] [--interval std|sem|ci] [--format json]
 
-One module per command group (train, store, study, jobs, runs, data, analyze), each with an ``add_*_commands(subparsers)``;
-``common`` holds the ``--store`` flag. Errors of the project are printed as one line (engine.errors), here, once.
+One module per command group (train, store, study, jobs, runs, data, analyze), each with an
+``add_*_commands(subparsers)``; ``common`` holds the ``--store`` flag. Errors of the project are printed as one line (engine.errors), here, once.
 """
 from __future__ import annotations
 

@@ -136,5 +136,5 @@ def load_retention(max_age_days: float | None = None, keep: int | None = None) -
                      DEFAULT_KEEP if keep is None else keep)
 
 
-__all__ = ["Retention", "load_retention", "RETENTION_ENV", "Limits", "load_limits", "default_max_running", "check_timeout", "DEFAULT_MAX_QUEUED",
-           "DEFAULT_TIMEOUT_S", "DEFAULT_GRACE_S", "ENV"]
+__all__ = ["Retention", "load_retention", "RETENTION_ENV", "Limits", "load_limits", "default_max_running",
+           "check_timeout", "DEFAULT_MAX_QUEUED", "DEFAULT_TIMEOUT_S", "DEFAULT_GRACE_S", "ENV"]

@@ -12,6 +12,9 @@ Steps, each one safe to be killed after:
 A compaction killed anywhere is finished by the next one (or by ``check --repair``): leftovers of step 3 are
 deleted, parts missing from the manifest are removed (their data is still in the files they were built from).
 Only one compaction runs at a time (``locks/.compaction.lock``); a second one returns at once.
+
+Deleted attempts (annotations.py) are dropped here: their sealed files, live folders and checkpoints are removed
+(readers already skip them), and every part holding one of their rows is merged again without it.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from pathlib import Path
 from .errors import RunLockedError, StoreError
 from .files import StoreFiles, check_parquet
 from .annotations import read_annotations
-from .layout import CHECKPOINT_RE, LIVE_RE, PART_RE, SEALED_RE, TMP_SUFFIX, atomic_write_json, fsync_dir, fsync_file, tmp_path_for, try_lock
+from .layout import (CHECKPOINT_RE, LIVE_RE, PART_RE, SEALED_RE, TMP_SUFFIX, atomic_write_json, fsync_dir, fsync_file,
+                     tmp_path_for, try_lock)
 from .manifest import Manifest, PartEntry, part_index, read_manifest
 
 MAX_PARTS = 8            # above this many parts, the smallest are merged together
