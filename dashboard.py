@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import charts, data, demo
+from ui import charts, curation, data, demo
 from ui.page import show_problems
 from ui.state import get_store, guard, store_root, store_version
 
@@ -53,10 +53,11 @@ def overview() -> None:
     if studies.empty:
         st.caption("No studies recorded: these runs were trained one by one (`python -m engine train`).")
     else:
-        st.dataframe(studies, hide_index=True, column_config={
+        st.dataframe(curation.with_study_notes(studies), hide_index=True, column_config={
             "done_fraction": st.column_config.ProgressColumn("complete", format="percent", min_value=0.0,
                                                              max_value=1.0),
             "n_runs": "runs", "not_started": "not started"})
+        curation.studies_panel(studies, runs)  # tags, note, exclusion or deletion of a study
 
     st.subheader("Recent runs")
     headline = [c for c in ("final_val_accuracy", "final_val_loss", "final_val_mse", "final_val_nll") if c in runs]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["AnalysisError", "INTERVALS", "FINISHED", "Cell", "Analysis", "analyze", "analyze_runs",
-           "study_importance", "config_factors", "pooled_factors", "level_text", "parse_assignments"]
+           "study_importance", "split_excluded", "config_factors", "pooled_factors", "level_text", "parse_assignments"]
 
 INTERVALS = {"std": "mean ± sample standard deviation (ddof = 1) over the runs of the cell",
              "sem": "mean ± standard error of the mean",
@@ -162,6 +162,8 @@ class Analysis(Result):
     marks: dict[str, str]
     rule: str
     reason: str | None
+    excluded_runs: dict[str, str] = field(default_factory=dict)  # run_id -> reason: excluded from analysis by a
+                                                                  # person (engine runs exclude), left out
 
     def frame(self) -> "pd.DataFrame":
         """The cell table: one row per cell, the factor columns first."""
@@ -289,11 +291,15 @@ def _values(finished: "pd.DataFrame", metric: str, by: Sequence[str]) -> "pd.Dat
 
 def analyze_runs(runs: "pd.DataFrame", metric: str, by: Sequence[str], *, hold: dict[str, Any] | None = None,
                  average_over: Sequence[str] = (), baseline: dict[str, Any] | None = None, interval: str = "ci",
-                 direction: str | None = None, alpha: float = 0.05, study: str | None = None) -> Analysis:
-    """Analyse a runs table with list_runs's columns (config fields, status, final_<metric>)."""
+                 direction: str | None = None, alpha: float = 0.05, study: str | None = None,
+                 include_excluded: bool = False) -> Analysis:
+    """Analyse a runs table with list_runs's columns (config fields, status, final_<metric>). Runs a person
+    excluded from analysis (the ``excluded`` column) are left out and listed in ``excluded_runs`` with their
+    reasons, unless ``include_excluded``."""
     if interval not in INTERVALS:
         raise AnalysisError(f"interval must be one of {', '.join(INTERVALS)}, got {interval!r}")
     metrics = sorted(c[6:] for c in runs.columns if c.startswith("final_") and runs[c].notna().any())
+    runs, excluded_runs = split_excluded(runs, include_excluded)
     if metric not in metrics:
         raise AnalysisError(f"unknown metric {metric!r}; metrics these runs logged: "
                             f"{', '.join(metrics) if metrics else '(none)'}")
@@ -327,7 +333,8 @@ def analyze_runs(runs: "pd.DataFrame", metric: str, by: Sequence[str], *, hold: 
     if table.empty:
         return Analysis(study, metric, direction, f"final {metric}", tuple(by), held, tuple(average_over), base,
                         interval, INTERVALS[interval], 0.95, alpha, 0, unfinished, (), None, (), varying,
-                        CORRECTION, MARKS, DIVERGED_RULE + "; " + EXCLUSION_RULE, "no finished run in the selection")
+                        CORRECTION, MARKS, DIVERGED_RULE + "; " + EXCLUSION_RULE, "no finished run in the selection",
+                        excluded_runs)
 
     summaries = summarize_groups(table, by, "value", diverged_column="diverged")
     ranked = best_vs_rest(table, by, "value", direction=direction, diverged_column="diverged", alpha=alpha)
@@ -343,7 +350,17 @@ def analyze_runs(runs: "pd.DataFrame", metric: str, by: Sequence[str], *, hold: 
     return Analysis(study, metric, direction, f"final {metric}", tuple(by), held, tuple(average_over), base,
                     interval, INTERVALS[interval], summaries[0].confidence, alpha, len(table), unfinished,
                     tuple(cells), ranked.best, ranked.ties, varying, CORRECTION, MARKS,
-                    DIVERGED_RULE + "; " + EXCLUSION_RULE, ranked.reason)
+                    DIVERGED_RULE + "; " + EXCLUSION_RULE, ranked.reason, excluded_runs)
+
+
+def split_excluded(runs: "pd.DataFrame", include_excluded: bool = False) -> tuple["pd.DataFrame", dict[str, str]]:
+    """(the runs analysis uses, run_id -> reason of the runs a person excluded from analysis). Every statistic
+    goes through here, so an exclusion reaches them all; ``include_excluded`` keeps them (and lists none)."""
+    if include_excluded or "excluded" not in runs:
+        return runs, {}
+    mask = runs["excluded"].fillna(False).astype(bool)
+    reasons = runs.loc[mask, "excluded_reason"] if "excluded_reason" in runs else [""] * int(mask.sum())
+    return runs[~mask], dict(zip(runs.loc[mask, "run_id"], reasons))
 
 
 def _study_metric(runs: "pd.DataFrame", study: str) -> str:
@@ -359,7 +376,8 @@ def _study_metric(runs: "pd.DataFrame", study: str) -> str:
 
 def analyze(store, study: str, metric: str | None = None, by: Sequence[str] | None = None, *,
             hold: dict[str, Any] | None = None, average_over: Sequence[str] = (),
-            baseline: dict[str, Any] | None = None, interval: str = "ci", alpha: float = 0.05) -> Analysis:
+            baseline: dict[str, Any] | None = None, interval: str = "ci", alpha: float = 0.05,
+            include_excluded: bool = False) -> Analysis:
     """Analyse a study's runs: ``metric`` defaults to the study's headline metric, ``by`` to its first two varying
     factors (the others, if any, show up in ``varying``)."""
     runs = queries.study_runs(store, study)
@@ -367,9 +385,10 @@ def analyze(store, study: str, metric: str | None = None, by: Sequence[str] | No
         raise AnalysisError(f"study {study!r} has no run in the store yet")
     metric = metric or _study_metric(runs, study)
     if by is None:
-        by = [f for f in config_factors(runs) if f not in (hold or {}) and f not in average_over][:2] or ["task"]
+        kept = split_excluded(runs, include_excluded)[0]
+        by = [f for f in config_factors(kept) if f not in (hold or {}) and f not in average_over][:2] or ["task"]
     return analyze_runs(runs, metric, by, hold=hold, average_over=average_over, baseline=baseline,
-                        interval=interval, alpha=alpha, study=study)
+                        interval=interval, alpha=alpha, study=study, include_excluded=include_excluded)
 
 
 def study_importance(store, study: str, metric: str | None = None) -> FactorImportance:
@@ -380,6 +399,7 @@ def study_importance(store, study: str, metric: str | None = None) -> FactorImpo
     metric = metric or _study_metric(runs, study)
     if "final_" + metric not in runs:
         raise AnalysisError(f"unknown metric {metric!r} for study {study!r}")
+    runs = split_excluded(runs)[0]
     runs = runs[runs["status"].isin(FINISHED)]
     factors = config_factors(runs)
     import pandas as pd

@@ -8,6 +8,10 @@ exception; otherwise only SIGKILL ends it. The points:
 
 * ``before-first-epoch``: ``train_stack`` has opened its runs and built the model, no epoch has run;
 * ``sealing``: ``RunWriter.finish`` has recorded the run's result (final.json) and not yet sealed it.
+
+``$ABLATION_LAB_DISK_FULL_AT`` (``point[@RUN_ID][:N]``, comma-separated) makes the N-th arrival (default the first)
+at a named write point raise ``OSError(ENOSPC)``, as a full disk would, so tests can fill the disk at an exact
+write. The points: ``log-epoch`` (``RunWriter.log_epoch``, before its append).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 PAUSE_ENV = "ABLATION_LAB_PAUSE_AT"
+DISK_FULL_ENV = "ABLATION_LAB_DISK_FULL_AT"
 PAUSE_DIR_ENV = "ABLATION_LAB_PAUSE_DIR"
 
 
@@ -34,3 +39,21 @@ def pause_point(name: str, run_ids: Iterable[str] = ()) -> None:
         # Not signal.pause(): the kernel may hand the signal to another thread (a run's heartbeat, torch's), and
         # then pause() in this one never returns. Python runs the handler in this thread between two naps.
         time.sleep(0.05)
+
+
+_arrivals: dict[str, int] = {}
+
+
+def disk_full_point(name: str, run_ids: Iterable[str] = ()) -> None:
+    """Raise OSError(ENOSPC) here when $ABLATION_LAB_DISK_FULL_AT names this point (and this arrival)."""
+    spec = os.environ.get(DISK_FULL_ENV)
+    if not spec:
+        return
+    import errno
+    for entry in spec.split(","):
+        point, _, nth = entry.partition(":")
+        if point not in {name} | {f"{name}@{r}" for r in run_ids}:
+            continue
+        _arrivals[entry] = _arrivals.get(entry, 0) + 1
+        if _arrivals[entry] == int(nth or 1):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + f" (simulated at {name})")

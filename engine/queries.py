@@ -166,22 +166,30 @@ def _value_expr(metric: str, mode: str, stat: str) -> str:
     raise QueryError(f"stat must be 'best' (best epoch's value) or 'final' (last epoch's value), got {stat!r}")
 
 
-def final_and_best(store, metric: str, mode: str = "min", filters: dict[str, Any] | None = None) -> "pd.DataFrame":
+def _analysed(where: str, include_excluded: bool) -> str:
+    """Statistics leave out the runs a person excluded from analysis (engine runs exclude) unless asked."""
+    return where if include_excluded else f"({where}) AND NOT excluded"
+
+
+def final_and_best(store, metric: str, mode: str = "min", filters: dict[str, Any] | None = None,
+                   include_excluded: bool = False) -> "pd.DataFrame":
     """Per run that logged the metric: final value and its epoch, best value (min or max) and the epoch that first
-    reached it, how many epochs were non-finite, plus the run's config columns."""
+    reached it, how many epochs were non-finite, plus the run's config columns. Runs excluded from analysis are
+    left out unless ``include_excluded`` (then the excluded and excluded_reason columns say which)."""
     _check_mode(mode)
 
     def q(ctx: Views):
         cols = ctx.columns("runs")
         m = _check_metric(metric, _metrics_of_runs(cols))
         where, params = _where(filters, cols)
+        where = _analysed(where, include_excluded)
         st = _ident("stats_" + m)
         config = ", ".join(_ident(c) for c in list(FIELD_KINDS) + ["n_hidden", "width"] if c in cols)
         return ctx.df(f"""{ctx.with_('runs')}
             SELECT run_id, attempt, status, n_epochs,
                    {st}.final AS final, {st}.final_epoch AS final_epoch,
                    {st}."{mode}" AS best, {st}."{mode}_epoch" AS best_epoch,
-                   {st}.n_nonfinite AS n_nonfinite, {config}
+                   {st}.n_nonfinite AS n_nonfinite, excluded, excluded_reason, {config}
             FROM runs WHERE {st} IS NOT NULL AND {where}
             ORDER BY run_id""", params)
 
@@ -189,8 +197,9 @@ def final_and_best(store, metric: str, mode: str = "min", filters: dict[str, Any
 
 
 def pivot(store, metric: str, row: str, col: str | None = None, mode: str = "max", stat: str = "best",
-          filters: dict[str, Any] | None = None) -> "pd.DataFrame":
-    """Mean, sample std and count of a metric's best (or final) value per (row, col) group, over seeds and runs."""
+          filters: dict[str, Any] | None = None, include_excluded: bool = False) -> "pd.DataFrame":
+    """Mean, sample std and count of a metric's best (or final) value per (row, col) group, over seeds and runs
+    (runs excluded from analysis left out unless ``include_excluded``)."""
     _check_mode(mode)
 
     def q(ctx: Views):
@@ -203,6 +212,7 @@ def pivot(store, metric: str, row: str, col: str | None = None, mode: str = "max
             keys.append(_ident(_check_column(col, cols, "col")))
         value = _value_expr(m, mode, stat)
         where, params = _where(filters, cols)
+        where = _analysed(where, include_excluded)
         k = ", ".join(keys)
         return ctx.df(f"""{ctx.with_('runs')}
             SELECT {k}, avg(v) AS mean, stddev_samp(v) AS std, count(v) AS n
@@ -213,8 +223,9 @@ def pivot(store, metric: str, row: str, col: str | None = None, mode: str = "max
 
 
 def over_seeds(store, metric: str, mode: str = "max", stat: str = "best",
-               filters: dict[str, Any] | None = None) -> "pd.DataFrame":
-    """Group runs that differ only in `seed`: per group the config columns, mean/std/min/max/n and the run ids."""
+               filters: dict[str, Any] | None = None, include_excluded: bool = False) -> "pd.DataFrame":
+    """Group runs that differ only in `seed`: per group the config columns, mean/std/min/max/n and the run ids
+    (runs excluded from analysis left out unless ``include_excluded``)."""
     _check_mode(mode)
 
     def q(ctx: Views):
@@ -222,6 +233,7 @@ def over_seeds(store, metric: str, mode: str = "max", stat: str = "best",
         m = _check_metric(metric, _metrics_of_runs(cols))
         value = _value_expr(m, mode, stat)
         where, params = _where(filters, cols)
+        where = _analysed(where, include_excluded)
         keys = ", ".join(_ident(c) for c in FIELD_KINDS if c in cols and c != "seed")
         return ctx.df(f"""{ctx.with_('runs')}
             SELECT {keys}, avg(v) AS mean, stddev_samp(v) AS std, min(v) AS min, max(v) AS max, count(v) AS n,
@@ -350,7 +362,8 @@ def export(store, what: str, fmt: str, out: str | Path, metric: str | None = Non
     if what == "final_and_best":
         if metric is None:
             raise QueryError("export final_and_best needs --metric (and --mode min|max)")
-        df = final_and_best(store, metric, mode, filters)
+        # an export lists excluded runs too, flagged with their reasons (excluded, excluded_reason columns)
+        df = final_and_best(store, metric, mode, filters, include_excluded=True)
     elif what == "status_counts":
         df = status_counts(store)
     elif what == "study_progress":

@@ -93,8 +93,15 @@ class StoreSink:
         self.status = "running"
 
     def log_epoch(self, epoch: int, metrics: dict[str, float | None]) -> None:
-        if self.writer is not None:
+        if self.writer is None or self.status != "running":
+            return  # skipped, or already ended by a failed write: the stack trains on, this run no longer logs
+        try:
             self.writer.log_epoch(epoch, metrics)
+        except OSError as e:
+            # A full disk (ENOSPC) or a store gone read-only: this run stops as failed with the reason; the epochs
+            # already appended stay in its log, and the other runs of the stack go on (each meets the disk itself).
+            self.finish("failed", error=f"could not write epoch {epoch} to the store ({type(e).__name__}: {e}); "
+                                        f"the {self.writer.n_epochs} epochs before it are kept")
 
     def finish(self, status: str, summary: dict[str, Any] | None = None, checkpoint: bytes | None = None,
                error: str | None = None) -> None:
@@ -102,7 +109,15 @@ class StoreSink:
             return  # already finished
         self.status, self.error, self.summary = status, error, dict(summary or {})
         if self.writer is not None:
-            self.writer.finish(status, summary=summary, checkpoint=checkpoint, error=error)
+            try:
+                self.writer.finish(status, summary=summary, checkpoint=checkpoint, error=error)
+            except OSError as e:
+                # Sealing needs disk too. What finish recorded stays in the live folder (readers show it); `engine
+                # check --repair` seals it once there is room again.
+                self.status = "failed"
+                self.error = (f"{error + '; ' if error else ''}could not seal the run ({type(e).__name__}: {e}); "
+                              "its epochs are in the store's live folder: free disk space, then run "
+                              "`python -m engine check --repair`")
 
     def outcome(self) -> RunOutcome:
         """How the run ended: 'skipped' when another process owned it, 'cancelled' when it never finished."""

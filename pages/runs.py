@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import charts, data, url
+from ui import charts, curation, data, url
 from ui.filters import fmt, fmt_series, sidebar
 from ui.page import load_runs, stop_if_empty
 from ui.shape import config_diff, is_fraction
@@ -36,6 +36,7 @@ with_weights = set(offered.loc[offered["has_checkpoint"].fillna(False).astype(bo
 default = ([r for r in labels if r in with_weights] + [r for r in labels if r not in with_weights])[:2]
 chosen = url.multiselect("Runs (2 to 4)", list(labels), "runs", default=default,
                          format_func=lambda r: labels.get(r, r), max_selections=4)
+curation.runs_panel(runs, chosen)  # exclude / tag / note / delete these runs, or all that match the filters
 if len(chosen) < 2:
     st.info("Pick at least two runs to compare (use the sidebar filters to find them).")
     st.stop()

@@ -4,6 +4,7 @@ returns, so the parent knows which epochs were durable when it sent SIGKILL.
     python tests/store_child.py train ROOT PREFIX N_RUNS EPOCHS SLEEP_S COMPACT_EVERY THRESHOLD
     python tests/store_child.py hold ROOT RUN_ID        open a run, log two epochs, wait to be killed
     python tests/store_child.py try ROOT RUN_ID         try to open a run; exit 3 when it is locked
+    python tests/store_child.py annotate ROOT RUN_ID    tag the run t0, t1, ... (one record each) until killed
 """
 from __future__ import annotations
 
@@ -64,6 +65,14 @@ def child_main(argv: list[str]) -> int:
             say(f"LOCKED after {time.monotonic() - t:.3f}s: {e}")
             return 3
         say("OPENED")
+        return 0
+    if mode == "annotate":
+        rid = argv[2]
+        store = RunStore(root, durable=True)
+        say("READY")
+        for i in range(100_000):  # until the test kills us
+            store.annotate("tag", [rid], tag=f"t{i}")
+            say("A", i)
         return 0
     raise SystemExit(f"unknown mode {mode}")
 

@@ -390,12 +390,18 @@ def test_compaction_killed_after_commit_is_not_double_counted(store):
     assert list(store.layout.sealed.iterdir()) == [] and len(queries.list_runs(store)) == 4
 
 
-def test_automatic_compaction(tmp_path):
+def test_finish_never_compacts_and_maybe_compact_does_at_the_threshold(tmp_path):
     store = RunStore(tmp_path / "runs", durable=False, compact_threshold=5)
-    for s in range(12):
+    for s in range(4):
         write_run(store, RunConfig(seed=s), 2)
+    store.maybe_compact()
+    assert not store.layout.manifest.exists()          # 4 sealed attempts: below the threshold
+    for s in range(4, 12):
+        write_run(store, RunConfig(seed=s), 2)
+    assert not store.layout.manifest.exists()          # finish() left compaction to the background
+    store.maybe_compact()
     m = json.loads(store.layout.manifest.read_text())
-    assert sum(p["n_runs"] for p in m["parts"]) == 10
+    assert sum(p["n_runs"] for p in m["parts"]) == 12
     assert len(queries.list_runs(store)) == 12
 
 

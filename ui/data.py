@@ -38,8 +38,9 @@ def _tidy_runs(df: pd.DataFrame) -> pd.DataFrame:
     for c in LIST_COLUMNS:
         if c in df:
             df[c] = df[c].map(_tuple_or_none).astype(object)
-    if "studies" in df:
-        df["studies"] = df["studies"].map(lambda v: tuple(str(x) for x in v) if _is_seq(v) else ())
+    for c in ("studies", "tags"):
+        if c in df:
+            df[c] = df[c].map(lambda v: tuple(str(x) for x in v) if _is_seq(v) else ())
     return df
 
 
@@ -97,9 +98,11 @@ def analyze(version: str, runs: pd.DataFrame, metric: str, by: tuple[str, ...], 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _analyze(version, digest, _runs, metric, by, hold, average_over, interval, direction, baseline):
+    # include_excluded: the frame is already what the page shows (ui.page.load_runs applied the "show excluded
+    # runs" toggle); analysing it must not drop them a second time
     return analysis.analyze_runs(_runs, metric, list(by), hold=dict(hold), average_over=list(average_over),
                                  interval=interval, direction=direction,
-                                 baseline=None if baseline is None else dict(baseline))
+                                 baseline=None if baseline is None else dict(baseline), include_excluded=True)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

@@ -15,7 +15,7 @@ from ui import url
 from ui.data import CONFIG_COLUMNS
 
 # Offered first, in this order; any other config column can be added.
-PREFERRED = ("study", "task", "status", "dataset", "activation", "optimizer", "loss", "lr", "hidden", "model",
+PREFERRED = ("study", "tags", "task", "status", "dataset", "activation", "optimizer", "loss", "lr", "hidden", "model",
              "batch_size", "epochs", "schedule", "weight_decay", "seed")
 MISSING = "(n/a)"
 
@@ -43,16 +43,23 @@ def fmt_series(values: pd.Series) -> pd.Series:
     return pd.Series(texts[codes], index=values.index, dtype=object)
 
 
+# Columns holding several names per run (a run's studies, its tags): a filter keeps runs with any picked name.
+SET_COLUMNS = {"study": "studies", "tags": "tags"}
+
+
 def filterable_columns(runs: pd.DataFrame) -> list[str]:
     cols = ["study"] + [c for c in ("status",) + CONFIG_COLUMNS if c in runs]
+    if "tags" in runs and any(len(t) for t in runs["tags"]):
+        cols.append("tags")
     order = {c: i for i, c in enumerate(PREFERRED)}
     return sorted(dict.fromkeys(cols), key=lambda c: (order.get(c, len(order)), c))
 
 
 def values_of(runs: pd.DataFrame, column: str) -> list[str]:
-    if column == "study":
-        names = sorted({s for studies in runs.get("studies", []) for s in studies})
-        return names + ([MISSING] if any(len(s) == 0 for s in runs.get("studies", [])) else [])
+    if column in SET_COLUMNS:
+        sets = runs.get(SET_COLUMNS[column], [])
+        names = sorted({s for names in sets for s in names})
+        return names + ([MISSING] if any(len(s) == 0 for s in sets) else [])
     texts = fmt_series(runs[column])
     vals = runs[column].dropna()
     try:  # numeric order for numbers, text order otherwise
@@ -69,8 +76,8 @@ def apply(runs: pd.DataFrame, selected: dict[str, list[str]]) -> pd.DataFrame:
         if not values:
             continue
         wanted = set(values)
-        if column == "study":
-            codes, uniques = pd.factorize(runs["studies"])
+        if column in SET_COLUMNS:
+            codes, uniques = pd.factorize(runs[SET_COLUMNS[column]])
             hit = np.array([bool(wanted & set(u)) or (MISSING in wanted and not u) for u in uniques] + [False])
             mask &= hit[codes]
         elif column in runs:

@@ -22,7 +22,7 @@ from engine.jobs.device import MachineInfo, probe_machine
 from engine.jobs.limits import ENV, default_max_running
 from engine.jobs.queue import REQUEUEABLE, job_id_for, validate_configs
 from engine.jobs.service import ensure_supervisor
-from ui.state import get_store, store_root
+from ui.state import get_store, read_only_reason, store_root
 
 PAGES_DIR = Path(__file__).resolve().parents[1] / "pages"
 RECENT_JOBS = 8
@@ -87,7 +87,10 @@ def launch_button(label: str, key: str, disabled: bool, do_submit, what: Any = N
     """The button, and under it what its last click did (the project's errors as messages, never a traceback).
     The message stays while ``what`` (the form's content) is unchanged."""
     fingerprint = json.dumps(what, sort_keys=True, default=str)
-    if st.button(label, type="primary", key=key, disabled=disabled):
+    read_only = read_only_reason()
+    if read_only:
+        st.warning(f"Launching is disabled: {read_only}. Every page still reads the store.")
+    if st.button(label, type="primary", key=key, disabled=disabled or bool(read_only)):
         try:
             submitted = do_submit()
         except Exception as exc:

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from ui import data
+from ui.curation import hide_excluded
 from ui.state import guard, store_root, store_version
 
 DEMO_HINT = ("Open **Overview** and press *Run the quick demo study*, or train from a terminal: "
@@ -26,7 +27,8 @@ def show_problems(problems: list[str]) -> None:
 
 
 def load_runs() -> tuple[str, str, pd.DataFrame]:
-    """(store root, store version, all runs). Stops the page with a message when the store has no runs."""
+    """(store root, store version, the runs: those excluded from analysis only when the sidebar's "show excluded
+    runs" toggle is on). Stops the page with a message when the store has no runs."""
     root = store_root()
     version = store_version()
     with guard("reading the runs"):
@@ -35,7 +37,7 @@ def load_runs() -> tuple[str, str, pd.DataFrame]:
     if runs.empty:
         st.info(f"The run store at `{root}` has no runs yet. {DEMO_HINT}")
         st.stop()
-    return root, version, runs
+    return root, version, hide_excluded(runs)
 
 
 def stop_if_empty(runs: pd.DataFrame, what: str = "No runs match the filters") -> None:

@@ -28,6 +28,12 @@ def get_store() -> RunStore:
     return _store(store_root())
 
 
+def read_only_reason() -> str | None:
+    """Why the store cannot be written (read-only mount, no permission), or None: pages then only read, and every
+    button that would write is disabled with this reason."""
+    return get_store().read_only_reason()
+
+
 def store_version() -> str:
     """Changes on every write to the store: the key of every cached frame."""
     with guard("reading the store"):

@@ -5,12 +5,13 @@
     python -m engine ls | check [--repair] | compact | export ...
     python -m engine study plan|run FILE
     python -m engine reproduce [--quick]
-    python -m engine jobs ls | submit | cancel | supervisor ...
+    python -m engine jobs ls | submit | cancel | prune | supervisor ...
+    python -m engine runs exclude|include|tag|untag|note|delete RUN_ID... [--study NAME]
     python -m engine data download mnist
     python -m engine analyze --study NAME [--by F1,F2] [--baseline F=V] [--interval std|sem|ci] [--format json]
 
-One module per command group (train, store, study, jobs, data, analyze), each with an ``add_*_commands(subparsers)``;
-``common`` holds the ``--store`` flag. Errors of the project are printed as one line (engine.errors), here, once.
+One module per command group (train, store, study, jobs, runs, data, analyze), each with an
+``add_*_commands(subparsers)``; ``common`` holds the ``--store`` flag. Errors of the project are printed as one line (engine.errors), here, once.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.cli.analyze import add_analyze_command
     from engine.cli.data import add_data_commands
     from engine.cli.jobs import add_job_commands
+    from engine.cli.runs import add_runs_commands
     from engine.cli.store import add_store_commands
     from engine.cli.study import add_study_commands
     from engine.cli.train import add_train_command
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(commands)
     add_study_commands(commands)
     add_job_commands(commands)
+    add_runs_commands(commands)
     add_analyze_command(commands)
     return parser
 

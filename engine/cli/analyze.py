@@ -60,6 +60,10 @@ def notes(result) -> list[str]:
         out.append("WARNING: cells pool different configs: " + "; ".join(
             f"{f} takes {', '.join(v)}" for f, v in result.varying.items())
             + " (hold them with --hold F=V or average knowingly with --average-over F)")
+    if result.excluded_runs:
+        out.append(f"excluded: {len(result.excluded_runs)} runs left out of every number by a person "
+                   "(--include-excluded counts them): " + "; ".join(
+                       f"{r} ({why})" for r, why in sorted(result.excluded_runs.items())))
     if result.reason:
         out.append(f"note: {result.reason}")
     return out
@@ -69,7 +73,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from engine.analysis import analyze, parse_assignments
     result = analyze(open_store(args), args.study, args.metric, _split(args.by) or None,
                      hold=parse_assignments(args.hold, "--hold"), average_over=_split(args.average_over),
-                     baseline=parse_assignments(args.baseline, "--baseline") or None, interval=args.interval)
+                     baseline=parse_assignments(args.baseline, "--baseline") or None, interval=args.interval,
+                     include_excluded=args.include_excluded)
     if args.format == "json":
         print(json.dumps(result.to_dict(), allow_nan=False, indent=1))
         return 0
@@ -104,5 +109,8 @@ def add_analyze_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--average-over", default=None, help="F1[,F2]: factors to average over knowingly")
     p.add_argument("--interval", choices=["std", "sem", "ci"], default="ci", help="the spread shown [default: ci]")
     p.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    p.add_argument("--include-excluded", action="store_true",
+                   help="count the runs excluded from analysis (engine runs exclude) [default: leave them out and "
+                        "list them]")
     add_store_flag(p)
     p.set_defaults(func=cmd_analyze)

@@ -18,6 +18,13 @@ def store_root(args: argparse.Namespace) -> Path:
     return Path(args.store) if args.store else default_store_root()
 
 
-def open_store(args: argparse.Namespace):
-    from engine.store import RunStore
-    return RunStore(store_root(args))
+def open_store(args: argparse.Namespace, writing: str | None = None):
+    """The store of ``--store``. ``writing``: what the command is about to write (e.g. "exclude runs"); a store
+    that cannot be written then fails at once with one line, before any work starts."""
+    from engine.store import RunStore, StoreError, compact_threshold_from_env
+    store = RunStore(store_root(args), compact_threshold=compact_threshold_from_env())
+    if writing:
+        reason = store.read_only_reason()
+        if reason:
+            raise StoreError(f"cannot {writing}: {reason}")
+    return store

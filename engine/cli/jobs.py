@@ -4,6 +4,7 @@
     python -m engine jobs show JOB                       one job's record as JSON
     python -m engine jobs submit --config run.toml       queue one run   (or --study FILE [--quick] for a study)
     python -m engine jobs cancel JOB | requeue JOB
+    python -m engine jobs prune [--keep-days D] [--keep N]   remove finished jobs past their retention
     python -m engine jobs supervisor [--max-running N]   run the supervisor in the foreground (one per store;
                                                          `jobs worker` is its old name)
     python -m engine jobs machine                        what this machine can train on
@@ -17,7 +18,7 @@ import json
 import sys
 import time
 
-from engine.cli.common import add_store_flag, store_root
+from engine.cli.common import add_store_flag, open_store, store_root
 
 
 def _queue(args: argparse.Namespace):
@@ -43,6 +44,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Remove finished jobs (record and log) past their retention; queued and running jobs stay."""
+    from engine.jobs.limits import load_retention
+    retention = load_retention(args.keep_days, args.keep)
+    removed = _queue(args).prune(retention)
+    print(f"pruned {len(removed)} finished job(s) (keeping the newest {retention.keep}, none older than "
+          f"{retention.max_age_days:g} days)" + (": " + " ".join(removed) if removed else ""))
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     print(json.dumps(_queue(args).require(args.job).to_dict(), indent=2, sort_keys=True))
     return 0
@@ -55,6 +66,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if bool(args.config) == bool(args.study):
         print("error: give --config FILE (one run) or --study FILE (a study)", file=sys.stderr)
         return 2
+    open_store(args, writing="queue a job")  # a read-only store fails here with one line
     queue = _queue(args)
     if args.config:
         submitted = queue.submit("run", [RunConfig.from_toml(args.config)], device=args.device,
@@ -147,6 +159,15 @@ def add_job_commands(commands) -> None:
         p.add_argument("job")
         add_store_flag(p)
         p.set_defaults(func=fn)
+
+    p = sub.add_parser("prune", help="remove finished jobs and their logs past their retention",
+                       description=cmd_prune.__doc__ + " The supervisor does the same between jobs.")
+    p.add_argument("--keep-days", type=float, default=None,
+                   help="remove finished jobs older than this [default: $ABLATION_LAB_JOBS_KEEP_DAYS, else 14]")
+    p.add_argument("--keep", type=int, default=None,
+                   help="keep at most this many finished jobs [default: $ABLATION_LAB_JOBS_KEEP, else 200]")
+    add_store_flag(p)
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("supervisor", aliases=["worker"], help="run the store's supervisor in the foreground")
     add_supervisor_flags(p)

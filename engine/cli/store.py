@@ -44,7 +44,7 @@ def _parse_filter(items: list[str] | None) -> dict[str, Any]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Report (and with --repair fix) temp files, runs without a final status, damaged and leftover files."""
-    store = open_store(args)
+    store = open_store(args, writing="repair the store" if args.repair else None)
     report = store.check(repair=args.repair)
     print(f"store {store.root}")
     print(report)
@@ -56,7 +56,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     """Merge finished runs' small files into part files."""
-    store = open_store(args)
+    store = open_store(args, writing="compact the store")
     r = store.compact(full=args.full)
     for note in r.notes:
         print(note)
@@ -97,6 +97,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     # Final metrics lose their "final_" prefix unless that would clash with a config column (the logged "lr").
     view = df[cols].rename(columns={"n_epochs": "epochs",
                                     **{c: c[6:] for c in finals if c[6:] not in cols}})
+    # curation: "excluded" flags runs left out of analysis (engine runs exclude), tags as a comma list
+    view = view.assign(excluded=df["excluded"].map(lambda x: "yes" if x else ""),
+                       tags=df["tags"].map(lambda t: ",".join(t) if t is not None and len(t) else ""))
     if "hidden" in view:
         view = view.assign(hidden=view["hidden"].map(
             lambda h: "" if h is None or (not hasattr(h, "__len__") and pd.isna(h)) else ",".join(map(str, h))))

@@ -102,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.executor == "local":
         _check_device(args.device)
     spec = load_study(args.file, quick=args.quick)
-    store = open_store(args)
+    store = open_store(args, writing="run a study")
     result = run_study(spec, store, executor=args.executor, workers=args.workers, device=args.device,
                        address=args.address, show_progress=not args.quiet)
     print(format_result(result))

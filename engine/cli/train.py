@@ -65,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from engine.train import resolve_device, run_configs
     config = config_from_args(args)
     resolve_device(args.device)  # a bad --device is reported before anything starts
-    store = open_store(args)
+    store = open_store(args, writing="train")
     print(f"run {config.run_id}: {config.task}/{config.dataset}, {config.model}, {config.optimizer} lr={config.lr:g}",
           file=sys.stderr)
     with tqdm(total=config.epochs, unit="epoch", file=sys.stderr, disable=args.quiet) as bar:

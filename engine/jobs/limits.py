@@ -93,5 +93,48 @@ def load_limits(max_running: int | None = None, max_queued: int | None = None, t
     return Limits(**values)
 
 
-__all__ = ["Limits", "load_limits", "default_max_running", "check_timeout", "DEFAULT_MAX_QUEUED",
-           "DEFAULT_TIMEOUT_S", "DEFAULT_GRACE_S", "ENV"]
+RETENTION_ENV = {"max_age_days": "ABLATION_LAB_JOBS_KEEP_DAYS", "keep": "ABLATION_LAB_JOBS_KEEP"}
+DEFAULT_KEEP_DAYS = 14.0
+DEFAULT_KEEP = 200
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long finished job records and their logs stay under <store>/jobs/: a finished job goes once it is older
+    than ``max_age_days`` or is not among the ``keep`` newest finished jobs (the supervisor prunes between jobs;
+    ``engine jobs prune`` on demand). Queued and running jobs are never pruned."""
+
+    max_age_days: float = DEFAULT_KEEP_DAYS
+    keep: int = DEFAULT_KEEP
+
+    def __post_init__(self) -> None:
+        if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 0:
+            raise JobValidationError(f"keep must be a whole number of jobs >= 0 (set {RETENTION_ENV['keep']}), "
+                                     f"got {self.keep!r}")
+        if isinstance(self.max_age_days, bool) or not isinstance(self.max_age_days, (int, float)) or \
+                not 0 <= self.max_age_days <= 36500:
+            raise JobValidationError(f"max_age_days must be days in [0, 36500] (set "
+                                     f"{RETENTION_ENV['max_age_days']}), got {self.max_age_days!r}")
+
+
+def load_retention(max_age_days: float | None = None, keep: int | None = None) -> Retention:
+    """Explicit arguments first, then $ABLATION_LAB_JOBS_KEEP_DAYS / $ABLATION_LAB_JOBS_KEEP, then the defaults."""
+    def env(name: str, kind: type):
+        raw = os.environ.get(RETENTION_ENV[name], "").strip()
+        if not raw:
+            return None
+        try:
+            return kind(raw)
+        except ValueError:
+            raise JobValidationError(f"{RETENTION_ENV[name]} must be a number, got {raw!r}") from None
+
+    if max_age_days is None:
+        max_age_days = env("max_age_days", float)
+    if keep is None:
+        keep = env("keep", int)
+    return Retention(DEFAULT_KEEP_DAYS if max_age_days is None else max_age_days,
+                     DEFAULT_KEEP if keep is None else keep)
+
+
+__all__ = ["Retention", "load_retention", "RETENTION_ENV", "Limits", "load_limits", "default_max_running",
+           "check_timeout", "DEFAULT_MAX_QUEUED", "DEFAULT_TIMEOUT_S", "DEFAULT_GRACE_S", "ENV"]

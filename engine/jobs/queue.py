@@ -291,6 +291,34 @@ class JobQueue:
                     out.append(f"{self.dir / name}: {e}")
         return out
 
+    # --- pruning --------------------------------------------------------------------------------------------------
+    def prune(self, retention, now: float | None = None) -> list[str]:
+        """Remove finished jobs (record and log) that ``retention`` (limits.Retention) no longer keeps, and logs
+        whose record is gone; returns the ids removed. Queued and running jobs stay whatever their age."""
+        now = time.time() if now is None else now
+        cutoff = now - retention.max_age_days * 86400.0
+        removed: list[str] = []
+        with self.locked():
+            done = sorted((j for j in self.jobs(FINAL_STATES)),
+                          key=lambda j: (j.finished_at or j.updated_at or j.created_at, j.id), reverse=True)
+            for i, job in enumerate(done):
+                ended = job.finished_at or job.updated_at or job.created_at
+                if i >= retention.keep or ended < cutoff:
+                    # the record first: a kill between the two leaves only a log, which the loop below removes
+                    with suppress(FileNotFoundError):
+                        self.path(job.id).unlink()
+                    with suppress(FileNotFoundError):
+                        self.log_path(job.id).unlink()
+                    removed.append(job.id)
+            with suppress(FileNotFoundError):
+                for name in os.listdir(self.dir):
+                    orphan = name.endswith(".log") and JOB_ID_RE.match(name[:-4]) and \
+                        not (self.dir / f"{name[:-4]}.json").exists()
+                    if orphan and os.stat(self.dir / name).st_mtime < now - 60:  # not a job being submitted
+                        with suppress(FileNotFoundError):
+                            (self.dir / name).unlink()
+        return removed
+
     # --- writing --------------------------------------------------------------------------------------------------
     def _write(self, job: Job, durable: bool | None = None) -> Job:
         job = replace(job, updated_at=time.time())

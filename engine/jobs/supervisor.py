@@ -33,7 +33,7 @@ from pathlib import Path
 from engine.errors import report_user_errors
 from engine.study.plan import format_duration
 
-from .limits import Limits, load_limits
+from .limits import Limits, Retention, load_limits, load_retention
 from .processes import PROJECT_ROOT, child_env, kill_group, process_alive, wait_gone
 from .queue import Job, JobQueue
 from .runner import EXIT_FAILED, EXIT_OK, EXIT_STALE, EXIT_STOPPED
@@ -54,8 +54,10 @@ class _Child:
 
 class Supervisor:
     def __init__(self, queue: JobQueue, limits: Limits, poll_s: float = 0.2, idle_exit_s: float | None = None,
-                 log=None) -> None:
+                 log=None, retention: Retention | None = None, store=None) -> None:
         self.queue, self.limits, self.poll_s, self.idle_exit_s = queue, limits, poll_s, idle_exit_s
+        self.retention = retention or Retention()
+        self.store = store if store is not None else queue.store()  # compacted between jobs (maybe_compact)
         self.children: dict[str, _Child] = {}
         self._stopping = False
         self._lock_fd: int | None = None
@@ -224,6 +226,7 @@ class Supervisor:
         return True
 
     def _reap_finished(self) -> None:
+        ended = 0
         for child in list(self.children.values()):
             rc = child.popen.poll()
             if rc is None:
@@ -231,6 +234,21 @@ class Supervisor:
             kill_group(child.popen.pid)  # anything the job process left in its group goes with it
             del self.children[child.job_id]
             self._finish(child, rc)
+            ended += 1
+        if ended:
+            self.maintain()
+
+    def maintain(self) -> None:
+        """Between jobs: compact the store when sealed runs piled up (here, not in a training process's finish,
+        which it would pause; compaction's own lock keeps it to one at a time, and readers see every run exactly
+        once throughout), and prune finished jobs past their retention. Never fails the supervisor."""
+        try:
+            self.store.maybe_compact()
+            removed = self.queue.prune(self.retention)
+            if removed:
+                self._log(f"pruned {len(removed)} finished job(s) past their retention")
+        except Exception as exc:  # a full or read-only disk: say so, keep supervising
+            self._log(f"maintenance failed (the runs are safe): {type(exc).__name__}: {exc}")
 
     def _seal_runs(self, job: Job, status: str, error: str) -> dict[str, str]:
         """Seal the runs this job's (now dead) process left open, as ``status``; run_id -> sealed status."""
@@ -303,11 +321,15 @@ def run_supervisor(args: argparse.Namespace, store_root: str | Path) -> int:
         print(f"another supervisor is alive for {store_root}: {queue.supervisor()}; exiting", file=sys.stderr)
         return 0
     try:
+        from engine.store import RunStore, compact_threshold_from_env
         limits = load_limits(max_running=args.max_running, grace_s=args.grace_s)
+        retention = load_retention()
+        store = RunStore(store_root, compact_threshold=compact_threshold_from_env())
     except BaseException:
         os.close(lock_fd)
         raise
-    return Supervisor(queue, limits, poll_s=args.poll_s, idle_exit_s=args.idle_exit).run(lock_fd)
+    return Supervisor(queue, limits, poll_s=args.poll_s, idle_exit_s=args.idle_exit, retention=retention,
+                      store=store).run(lock_fd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,13 +7,15 @@ modules behind it are internals: nothing outside engine/store/ imports them. Not
 from .errors import QueryError, RunAlreadyFinishedError, RunLockedError, StoreError, StoreValidationError
 from .files import Problem
 from .layout import RUN_ID_RE, atomic_write_json, tmp_path_for
-from .runstore import ENV_VAR, RunRecord, RunStore, default_store_root
+from .runstore import (COMPACT_THRESHOLD_ENV, ENV_VAR, RunRecord, RunStore, compact_threshold_from_env,
+                       default_store_root)
 from .schema import CACHED_STATUSES, EPOCH_FIXED, FINISH_STATUSES, STATUSES
 from .snapshot import Snapshot
 from .views import VIEWS, Views, define_views
 from .writer import RunCancelled, RunWriter, sigterm_cancels
 
 __all__ = ["RunStore", "RunWriter", "RunRecord", "RunCancelled", "sigterm_cancels", "default_store_root", "ENV_VAR",
+           "COMPACT_THRESHOLD_ENV", "compact_threshold_from_env",
            "STATUSES", "FINISH_STATUSES", "CACHED_STATUSES", "EPOCH_FIXED", "StoreError", "StoreValidationError",
            "RunLockedError", "RunAlreadyFinishedError", "QueryError", "Problem", "Snapshot", "Views", "VIEWS",
            "define_views", "RUN_ID_RE", "tmp_path_for", "atomic_write_json"]

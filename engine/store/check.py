@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .annotations import read_annotations
 from .errors import RunLockedError, StoreError
 from .files import StoreFiles, check_parquet
 from .layout import LIVE_RE, PART_RE, SEALED_RE, TMP_SUFFIX, atomic_write_json, try_lock
@@ -73,7 +74,7 @@ def _quarantine(store: StoreFiles, path: Path) -> Path:
 def _temp_files(store: StoreFiles) -> list[Path]:
     out = []
     for d in (store.layout.live, store.layout.sealed, store.layout.parts, store.layout.checkpoints,
-              store.layout.studies, store.layout.root):
+              store.layout.studies, store.layout.annotations, store.layout.root):
         try:
             with os.scandir(d) as it:
                 out += [Path(e.path) for e in it if e.name.startswith(".") and e.name.endswith(TMP_SUFFIX)]
@@ -160,7 +161,11 @@ def check(store: StoreFiles, repair: bool = False, tmp_age_s: float = TMP_AGE_S)
             live_dirs = [Path(e.path) for e in os.scandir(layout.live) if e.is_dir() and LIVE_RE.match(e.name)]
         except FileNotFoundError:
             live_dirs = []
+        deleted = read_annotations(store.cache, layout).deleted
         for d in sorted(live_dirs):
+            mm = LIVE_RE.match(d.name)
+            if int(mm.group(2)) <= deleted.get(mm.group(1), 0):
+                continue  # a deleted run's files: hidden from readers, removed by the next compaction
             findings.extend(_check_live(store, d, committed, repair, now))
     finally:
         if comp_lock is not None:

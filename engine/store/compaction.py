@@ -12,6 +12,9 @@ Steps, each one safe to be killed after:
 A compaction killed anywhere is finished by the next one (or by ``check --repair``): leftovers of step 3 are
 deleted, parts missing from the manifest are removed (their data is still in the files they were built from).
 Only one compaction runs at a time (``locks/.compaction.lock``); a second one returns at once.
+
+Deleted attempts (annotations.py) are dropped here: their sealed files, live folders and checkpoints are removed
+(readers already skip them), and every part holding one of their rows is merged again without it.
 """
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ from pathlib import Path
 
 from .errors import RunLockedError, StoreError
 from .files import StoreFiles, check_parquet
-from .layout import PART_RE, SEALED_RE, TMP_SUFFIX, atomic_write_json, fsync_dir, fsync_file, tmp_path_for, try_lock
+from .annotations import read_annotations
+from .layout import (CHECKPOINT_RE, LIVE_RE, PART_RE, SEALED_RE, TMP_SUFFIX, atomic_write_json, fsync_dir, fsync_file,
+                     tmp_path_for, try_lock)
 from .manifest import Manifest, PartEntry, part_index, read_manifest
 
 MAX_PARTS = 8            # above this many parts, the smallest are merged together
@@ -94,8 +99,20 @@ def _conform(table, schema):
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def merge_files(store: StoreFiles, files: list[Path], out: Path) -> int:
-    """Stream several Parquet files into one (union of columns, missing = null), atomically. Returns rows."""
+def _keep_mask(table, deleted: dict[str, int]):
+    """Rows of a run or epochs table whose attempt is not deleted (attempt > the run's deleted-through number)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    ids = list(deleted)
+    idx = pc.index_in(table.column("run_id"), value_set=pa.array(ids, pa.string()))
+    through = pc.take(pa.array([deleted[r] for r in ids], pa.int64()), idx)
+    gone = pc.fill_null(pc.less_equal(table.column("attempt").cast(pa.int64()), through), False)
+    return pc.invert(gone)
+
+
+def merge_files(store: StoreFiles, files: list[Path], out: Path, deleted: dict[str, int] | None = None) -> int:
+    """Stream several Parquet files into one (union of columns, missing = null), atomically, leaving out rows of
+    ``deleted`` attempts (run_id -> deleted-through attempt). Returns rows written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -118,6 +135,8 @@ def merge_files(store: StoreFiles, files: list[Path], out: Path) -> int:
                 pieces = ([pq.ParquetFile(f).read()] if f.parent.name == "sealed" else
                           (pa.Table.from_batches([b]) for b in pq.ParquetFile(f).iter_batches(ROW_GROUP_ROWS)))
                 for t in pieces:
+                    if deleted:
+                        t = t.filter(_keep_mask(t, deleted))
                     buf.append(_conform(t, schema))
                     n += t.num_rows
                     # Buffer small inputs so the part gets full row groups, not one tiny group per input file.
@@ -184,28 +203,37 @@ def compact(store: StoreFiles, full: bool = False) -> CompactionResult:
         if m.problem:
             raise StoreError(m.problem)
         m = finish_previous(store, m, notes)
+        deleted = read_annotations(store.cache, layout).deleted
+        removed = _remove_deleted(store, deleted, notes)
         pairs = _sealed_pairs(store, m)
         parts = list(m.parts)
+        # parts that hold deleted attempts are rewritten without them: that is what frees a deletion's disk
+        dirty = [p for p in parts if deleted and any(
+            a <= deleted.get(r, 0) for r, a in part_index(store.cache, layout.parts / p.runs))]
         if full:
             merge = parts
         elif len(parts) + (1 if pairs else 0) > MAX_PARTS:
             merge = sorted(parts, key=lambda p: p.n_epochs)[: len(parts) + 1 - MERGE_DOWN_TO]
         else:
             merge = []
+        merge += [p for p in dirty if p not in merge]
         _compact_studies(store, notes)
-        if not pairs and len(merge) < 2:
-            return CompactionResult(False, notes=tuple(notes), skipped="nothing to compact")
+        if not pairs and len(merge) < 2 and not dirty:
+            return CompactionResult(removed > 0, notes=tuple(notes),
+                                    skipped=None if removed else "nothing to compact")
         gen = m.generation + 1
         run_inputs = [layout.parts / p.runs for p in merge] + [r for r, _ in pairs]
         ep_inputs = [layout.parts / p.epochs for p in merge] + [e for _, e in pairs]
-        n_runs = merge_files(store, run_inputs, layout.part(gen, "runs"))
-        n_epochs = merge_files(store, ep_inputs, layout.part(gen, "epochs"))
+        n_runs = merge_files(store, run_inputs, layout.part(gen, "runs"), deleted)
+        n_epochs = merge_files(store, ep_inputs, layout.part(gen, "epochs"), deleted)
         if store.durable:
             fsync_dir(layout.parts)
         new = PartEntry(layout.part(gen, "runs").name, layout.part(gen, "epochs").name, n_runs, n_epochs)
         keep = [p for p in parts if p not in merge]
+        if n_runs == 0:  # everything merged was deleted: no new part (finish_previous removes its files)
+            new = None
         absorbed = frozenset(f.name for pair in pairs for f in pair)
-        committed = Manifest(m.seq + 1, gen, tuple(keep + [new]), absorbed)
+        committed = Manifest(m.seq + 1, gen, tuple(keep + ([new] if new else [])), absorbed)
         atomic_write_json(layout.manifest, committed.to_json(), store.durable)  # the commit point
         for f in (f for pair in pairs for f in pair):
             with suppress(FileNotFoundError):
@@ -214,11 +242,35 @@ def compact(store: StoreFiles, full: bool = False) -> CompactionResult:
             for name in (p.runs, p.epochs):
                 with suppress(FileNotFoundError):
                     (layout.parts / name).unlink()
+        if new is None:
+            for kind in ("runs", "epochs"):
+                with suppress(FileNotFoundError):
+                    layout.part(gen, kind).unlink()
         atomic_write_json(layout.manifest, Manifest(committed.seq + 1, gen, committed.parts).to_json(),
                           store.durable)
         return CompactionResult(True, len(pairs), len(merge), gen, tuple(notes))
     finally:
         lock.release()
+
+
+def _remove_deleted(store: StoreFiles, deleted: dict[str, int], notes: list[str]) -> int:
+    """Remove the sealed files, live folders and checkpoints of deleted attempts. Readers already skip them (the
+    delete record came first), so no manifest step is needed. Returns how many were removed."""
+    if not deleted:
+        return 0
+    layout = store.layout
+    n = 0
+    for folder, pattern in ((layout.sealed, SEALED_RE), (layout.live, LIVE_RE), (layout.checkpoints, CHECKPOINT_RE)):
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for e in entries:
+            mm = pattern.match(e.name)
+            if mm and int(mm.group(2)) <= deleted.get(mm.group(1), 0):
+                _delete(Path(e.path), notes, "the run was deleted")
+                n += 1
+    return n
 
 
 def _compact_studies(store: StoreFiles, notes: list[str]) -> None:

@@ -15,6 +15,7 @@ atomic file replacement and the per-run lock.
       parts/g<generation>-{runs,epochs}.parquet  compacted parts: many sealed attempts merged
       checkpoints/<run_id>.<attempt>.pt        small checkpoint bytes of an attempt, written atomically
       studies/*.parquet                        study membership rows (study, run_id), append-only
+      annotations/<time_ns>-<pid>-<hex>.json   exclude/tag/note/delete records, one per action (annotations.py)
       quarantine/                              damaged files that check --repair moved aside (never deleted)
 
 Every file is written to a dot-named temp file in its final folder and then ``os.replace``d into place, so a
@@ -39,6 +40,7 @@ FORMAT_VERSION = 1
 RUN_ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 SEALED_RE = re.compile(r"^([0-9A-Za-z_-]{1,64})\.(\d+)\.(run|epochs)\.parquet$")
 LIVE_RE = re.compile(r"^([0-9A-Za-z_-]{1,64})\.(\d+)$")
+CHECKPOINT_RE = re.compile(r"^([0-9A-Za-z_-]{1,64})\.(\d+)\.pt$")
 PART_RE = re.compile(r"^g(\d+)-(runs|epochs)\.parquet$")
 TMP_SUFFIX = ".tmp"
 
@@ -89,6 +91,10 @@ class Layout:
     @property
     def studies(self) -> Path:
         return self.root / "studies"
+
+    @property
+    def annotations(self) -> Path:
+        return self.root / "annotations"
 
     @property
     def quarantine(self) -> Path:

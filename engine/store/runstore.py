@@ -24,12 +24,29 @@ from .schema import CACHED_STATUSES
 from .snapshot import Snapshot, existing_attempts, store_version, take_snapshot
 
 ENV_VAR = "ABLATION_LAB_STORE"
+COMPACT_THRESHOLD_ENV = "ABLATION_LAB_COMPACT_THRESHOLD"  # read by the CLI's open_store (tests lower it)
 
 
 def default_store_root() -> Path:
     """The store root the CLI and the dashboard use when none is given: $ABLATION_LAB_STORE, else ./runs."""
     env = os.environ.get(ENV_VAR)
     return Path(env) if env else Path.cwd() / "runs"
+
+
+def compact_threshold_from_env(default: int = 256) -> int:
+    """$ABLATION_LAB_COMPACT_THRESHOLD (sealed attempts that make ``maybe_compact`` compact), else ``default``;
+    read at the edges (CLI, supervisor) only."""
+    raw = os.environ.get(COMPACT_THRESHOLD_ENV, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise StoreValidationError(f"${COMPACT_THRESHOLD_ENV} must be a whole number of sealed runs >= 1, "
+                                   f"got {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -56,8 +73,9 @@ class RunStore(StoreFiles):
     """A store root. Cheap to create; holds only memo caches (file checks, a DuckDB connection per process).
 
     ``durable`` fsyncs sealed and compacted files (protection against power loss, not needed against process
-    crashes); ``compact_threshold`` is the number of sealed-but-uncompacted attempts that triggers an automatic
-    compaction at the end of ``finish`` (None: never automatic).
+    crashes); ``compact_threshold`` is the number of sealed-but-uncompacted attempts at which ``maybe_compact``
+    compacts (None: never). Training never compacts: the job supervisor between jobs, the end of a study and
+    ``engine compact`` call ``maybe_compact`` / ``compact`` (one at a time: compaction.py's lock).
     """
 
     compact_threshold: int | None = 256
@@ -67,7 +85,8 @@ class RunStore(StoreFiles):
     def open_run(self, run_id: str, config: dict, meta: dict, heartbeat_s: float = 5.0):
         """Start a new attempt of a run; raises RunLockedError / RunAlreadyFinishedError. Returns a RunWriter."""
         from .writer import open_run
-        return open_run(self, run_id, config, meta, heartbeat_s, on_finish=self.maybe_compact)
+        # no compaction in finish(): it would pause the training that called it (see maybe_compact)
+        return open_run(self, run_id, config, meta, heartbeat_s)
 
     def add_to_study(self, study: str, run_ids: list[str]) -> None:
         """Record that these runs belong to a study (a run may belong to several); idempotent."""
@@ -111,8 +130,49 @@ class RunStore(StoreFiles):
                 sealed[a.run_id] = a.status
         return sealed
 
+    # --- curation: exclusion, tags, notes, deletion (annotations.py, deletion.py) --------------------------------
+    def annotate(self, action: str, runs=(), studies=(), **fields) -> None:
+        """Record one annotation (exclude reason=, include, tag tag=, untag tag=, note note=) on runs and/or
+        studies, atomically; unknown runs or studies are refused with their names."""
+        from .annotations import write_record
+        runs, studies = list(runs), list(studies)
+        missing = [r for r in runs if not self.attempts(r)]
+        if missing:
+            raise StoreValidationError(f"no such run(s) in the store: {', '.join(missing)}")
+        if studies:
+            known = set(self.read(lambda v: v.df(f"{v.with_('study_members')} SELECT DISTINCT study "
+                                                  "FROM study_members"))["study"])
+            unknown = [s for s in studies if s not in known]
+            if unknown:
+                raise StoreValidationError(f"no such study in the store: {', '.join(unknown)}; studies: "
+                                           f"{', '.join(sorted(known)) or '(none yet)'}")
+        write_record(self.layout, action, runs, studies, self.durable, **fields)
+
+    def annotations(self):
+        """The folded annotations (annotations.Annotations): per run and per study exclusion, tags, note."""
+        from .annotations import read_annotations
+        return read_annotations(self.cache, self.layout)
+
+    def plan_delete(self, run_ids):
+        """What deleting these runs (every attempt) would remove: ``.n_runs``, ``.bytes``, ``.describe()``."""
+        from .deletion import plan
+        ids = [check_run_id(r) for r in run_ids]
+        rows = self.read(lambda v: v.cur.execute(
+            f"{v.with_('attempts')} SELECT run_id, attempt, n_epochs FROM attempts "
+            "WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall())
+        return plan(self, rows, ids)
+
+    def delete(self, plan):
+        """Delete the planned runs (RunLockedError for a running one, nothing deleted then), then compact to
+        free their disk; returns the CompactionResult (skipped when another compaction runs: the next one frees
+        it)."""
+        from .deletion import delete
+        delete(self, plan, self.durable)
+        return self.compact()
+
     def maybe_compact(self) -> None:
-        """Compact when enough sealed attempts piled up; never fails the caller (the run is already safe)."""
+        """Compact when enough sealed attempts piled up; never fails the caller (the runs are already safe).
+        Called between jobs and at the end of a study, never inside a training process's finish()."""
         if self.compact_threshold is None:
             return
         try:
@@ -133,6 +193,20 @@ class RunStore(StoreFiles):
     def check(self, repair: bool = False):
         from .check import check
         return check(self, repair)
+
+    def read_only_reason(self) -> str | None:
+        """Why nothing can be written to this store (a read-only mount, no write permission), or None."""
+        path = self.root
+        while not path.exists() and path != path.parent:
+            path = path.parent  # a store not created yet: whether its parent takes new folders
+        try:
+            if os.statvfs(path).f_flag & os.ST_RDONLY:
+                return f"the store {self.root} is on a read-only file system"
+        except OSError:
+            pass
+        if not os.access(path, os.W_OK):
+            return f"the store {self.root} is not writable by this user"
+        return None
 
     # --- reading -------------------------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:

@@ -24,7 +24,8 @@ EPOCH_FIXED = ("run_id", "attempt", "epoch", "time_s", "nonfinite")
 RUN_FIXED = ("run_id", "attempt", "status", "error", "study", "device", "torch_version", "hostname", "pid",
              "started_at", "ended_at", "heartbeat_at", "heartbeat_s", "duration_s", "n_epochs", "last_epoch",
              "has_checkpoint", "config_json", "meta_json", "summary_json", "summary_nonfinite")
-DERIVED = ("n_hidden", "width", "studies")
+# studies: membership; excluded, excluded_reason, tags, note: annotations.py
+DERIVED = ("n_hidden", "width", "studies", "excluded", "excluded_reason", "tags", "note")
 CONFIG_COLUMNS = tuple(FIELD_KINDS)
 # Summary keys become run columns, metric names become epoch columns and final_<m> / stats_<m> run columns.
 RESERVED_PREFIXES = ("final_", "stats_")

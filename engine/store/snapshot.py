@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from .annotations import Annotations, read_annotations
 from .files import Problem, ReaderCache, check_parquet, listdir
 from .layout import LIVE_RE, SEALED_RE, Layout
 from .livelog import EPOCHS, HEARTBEAT, START, heartbeat_stale, read_live_attempt
@@ -40,6 +41,8 @@ class Snapshot:
     superseded: tuple[tuple[str, int], ...]  # (run_id, attempt) of attempts a newer attempt replaced
     problems: tuple[Problem, ...]
     manifest_seq: int
+    annotations: Annotations | None = None   # exclusions, tags, notes, deletions (annotations.py)
+    deleted_in_parts: tuple[tuple[str, int], ...] = ()  # deleted attempts a compacted part still holds
 
     @property
     def run_files(self) -> tuple[str, ...]:
@@ -76,6 +79,9 @@ def take_snapshot(cache: ReaderCache, layout: Layout, max_tries: int = 8) -> Sna
 
 def _try_snapshot(cache: ReaderCache, layout: Layout, force: bool = False) -> Snapshot | None:
     problems: list[Problem] = []
+    # Annotations first: a deletion is recorded before any file goes, so files listed after it are never
+    # shown for a run whose deletion we missed.
+    ann = read_annotations(cache, layout)
     m1 = read_manifest(layout)
     now = time.time()
     live: list[Attempt] = []
@@ -127,6 +133,8 @@ def _try_snapshot(cache: ReaderCache, layout: Layout, force: bool = False) -> Sn
         if e.name in m.absorbed:
             continue  # merged into a part; the delete was interrupted
         key = (mm.group(1), int(mm.group(2)))
+        if ann.deleted_attempt(*key):
+            continue  # deleted; the next compaction removes the file
         if key in part_keys:
             problems.append(Problem(e.path, "leftover", "already in a compacted part; ignored "
                                                         "(check --repair removes the copy)"))
@@ -149,6 +157,8 @@ def _try_snapshot(cache: ReaderCache, layout: Layout, force: bool = False) -> Sn
     live_keep: list[Attempt] = []
     for a in live:
         key = (a.run_id, a.attempt)
+        if ann.deleted_attempt(*key):
+            continue
         if key in part_keys or key in sealed_run:
             continue  # sealed; the live folder is a leftover of a finish() stopped before cleanup
         live_keep.append(a)
@@ -184,7 +194,8 @@ def _try_snapshot(cache: ReaderCache, layout: Layout, force: bool = False) -> Sn
     _prune(cache, live, len(sealed) + len(studies) + 2 * len(m.parts))
     return Snapshot(layout.root, tuple(run_files), tuple(epoch_files), tuple(small_runs), tuple(small_epochs),
                     tuple(study_files), tuple(live_keep),
-                    superseded, tuple(problems), m.seq)
+                    superseded, tuple(problems), m.seq, ann,
+                    tuple(sorted(k for k in part_keys if ann.deleted_attempt(*k))) if ann.deleted else ())
 
 
 def _prune(cache: ReaderCache, live: list[Attempt], n_files: int) -> None:
@@ -210,7 +221,9 @@ def _prune(cache: ReaderCache, live: list[Attempt], n_files: int) -> None:
 
 
 def existing_attempts(cache: ReaderCache, layout: Layout, run_id: str) -> dict[int, str]:
-    """attempt -> status of every attempt of one run, without DuckDB (the writer's door check, under the lock)."""
+    """attempt -> status of every attempt of one run that is not deleted, without DuckDB (the writer's door check,
+    under the lock). Attempts numbered up to ``deleted_through`` are deleted and left out."""
+    deleted = deleted_through(cache, layout, run_id)
     for _ in range(8):
         m1 = read_manifest(layout)
         found: dict[int, str] = {}
@@ -231,7 +244,7 @@ def existing_attempts(cache: ReaderCache, layout: Layout, run_id: str) -> dict[i
             continue
         # Probe names instead of listing the sealed folder (which may hold thousands of files): attempt numbers
         # are dense, so stop after a few misses past the highest number known from the live folder and the parts.
-        n, misses = 1, 0
+        n, misses = deleted + 1, 0
         while misses < 4 or n <= max(found, default=0):
             path = layout.sealed_run(run_id, n)
             if path.name in m1.absorbed or not path.exists():
@@ -245,15 +258,21 @@ def existing_attempts(cache: ReaderCache, layout: Layout, run_id: str) -> dict[i
                 except (FileNotFoundError, OSError):
                     pass
             n += 1
+        found = {a: st for a, st in found.items() if a > deleted}
         if read_manifest(layout).seq == m1.seq:
             return found
     return found
 
 
+def deleted_through(cache: ReaderCache, layout: Layout, run_id: str) -> int:
+    """The highest deleted attempt number of a run (0: none): a new attempt is numbered above it."""
+    return read_annotations(cache, layout).deleted.get(run_id, 0)
+
+
 def store_version(layout: Layout) -> str:
     """Changes whenever anything is written: folder mtimes, the manifest, and each live log's size and liveness."""
     bits = []
-    for d in (layout.sealed, layout.live, layout.studies, layout.parts, layout.checkpoints):
+    for d in (layout.sealed, layout.live, layout.studies, layout.parts, layout.checkpoints, layout.annotations):
         try:
             bits.append(str(os.stat(d).st_mtime_ns))
         except FileNotFoundError:

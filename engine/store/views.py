@@ -84,6 +84,39 @@ class Views:
         return self._register("_superseded", pa.table({"run_id": [k[0] for k in keys],
                                                        "attempt": pa.array([k[1] for k in keys], pa.int32())}))
 
+    def _hide_deleted(self, union: str) -> str:
+        """Leave out deleted attempts a compacted part still holds (sealed and live ones the snapshot skipped)."""
+        keys = self.snap.deleted_in_parts
+        if not keys:
+            return union
+        import pyarrow as pa
+        name = self._register("_deleted", pa.table({"run_id": [k[0] for k in keys],
+                                                    "attempt": pa.array([k[1] for k in keys], pa.int32())}))
+        return f"SELECT * FROM ({union}) ANTI JOIN {name} USING (run_id, attempt)"
+
+    def _annotated(self, base: str) -> str:
+        """The annotation columns (excluded, excluded_reason, tags, note) joined onto every attempt. A run is
+        excluded when it is excluded itself or belongs to an excluded study; the reasons say which."""
+        from .annotations import runs_table, studies_table
+
+        ann = self.snap.annotations
+        if ann is None or (not ann.runs and not ann.studies):
+            return (f"SELECT *, FALSE AS excluded, NULL::VARCHAR AS excluded_reason, []::VARCHAR[] AS tags, "
+                    f"NULL::VARCHAR AS note FROM {base}")
+        runs = self._register("_ann_runs", runs_table(ann))
+        studies = self._register("_ann_studies", studies_table(ann))
+        return f"""
+            SELECT b.*, coalesce(r.excluded_reason, s.excluded_reason) IS NOT NULL AS excluded,
+                   CASE WHEN coalesce(r.excluded_reason, s.excluded_reason) IS NOT NULL
+                        THEN concat_ws('; ', r.excluded_reason, s.excluded_reason) END AS excluded_reason,
+                   coalesce(r.tags, []::VARCHAR[]) AS tags, r.note AS note
+            FROM {base} b
+            LEFT JOIN {runs} r ON b.run_id = r.run_id
+            LEFT JOIN (SELECT m.run_id, string_agg('study ' || a.study || ': ' || a.excluded_reason, '; '
+                                                   ORDER BY a.study) AS excluded_reason
+                       FROM study_members m JOIN {studies} a ON m.study = a.study
+                       WHERE a.excluded_reason IS NOT NULL GROUP BY m.run_id) s ON b.run_id = s.run_id"""
+
     def definitions(self, views: Iterable[str]) -> list[tuple[str, str]]:
         """(name, SELECT) in dependency order for the requested views."""
         snap = self.snap
@@ -93,27 +126,28 @@ class Views:
         out: list[tuple[str, str]] = []
         if need & {"attempts", "runs", "study_members"}:
             live = (lambda: self._register("_live_runs", snap.live_runs_table)) if snap.live else None
-            out.append(("_attempts_raw", self._union(
-                "runs", live, lambda: self._register("_live_runs", snap.live_runs_table))))
+            out.append(("_attempts_raw", self._hide_deleted(self._union(
+                "runs", live, lambda: self._register("_live_runs", snap.live_runs_table)))))
             members = "SELECT study, run_id FROM _attempts_raw WHERE study IS NOT NULL"
             if snap.study_files:
                 members += f" UNION SELECT study, run_id FROM {_read(snap.study_files)}"
             out.append(("study_members", f"SELECT DISTINCT study, run_id FROM ({members})"))
             if snap.study_files:
-                out.append(("attempts", """
+                out.append(("_attempts_studies", """
                     SELECT a.*, coalesce(s.studies, []::VARCHAR[]) AS studies
                     FROM _attempts_raw a
                     LEFT JOIN (SELECT run_id, list(study ORDER BY study) AS studies
                                FROM study_members GROUP BY run_id) s ON a.run_id = s.run_id"""))
             else:  # no membership files: a run's studies are just the study it was started for
-                out.append(("attempts", "SELECT *, CASE WHEN study IS NULL THEN []::VARCHAR[] ELSE [study] END "
-                                        "AS studies FROM _attempts_raw"))
+                out.append(("_attempts_studies", "SELECT *, CASE WHEN study IS NULL THEN []::VARCHAR[] ELSE [study] "
+                                                 "END AS studies FROM _attempts_raw"))
+            out.append(("attempts", self._annotated("_attempts_studies")))
             out.append(("runs", f"SELECT * FROM attempts ANTI JOIN {self._superseded()} USING (run_id, attempt)"
                         if snap.superseded else "SELECT * FROM attempts"))
         if need & {"epochs", "all_epochs"}:
             live = (lambda: self._register("_live_epochs", snap.live_epochs_table)) if snap.live else None
-            out.append(("all_epochs", self._union(
-                "epochs", live, lambda: self._register("_live_epochs", snap.live_epochs_table))))
+            out.append(("all_epochs", self._hide_deleted(self._union(
+                "epochs", live, lambda: self._register("_live_epochs", snap.live_epochs_table)))))
             out.append(("epochs", f"SELECT * FROM all_epochs ANTI JOIN {self._superseded()} USING (run_id, attempt)"
                         if snap.superseded else "SELECT * FROM all_epochs"))
         return out
@@ -159,6 +193,8 @@ class Views:
         if runs:
             import pyarrow as pa
             cols["studies"] = pa.list_(pa.string())
+            cols.update(excluded=pa.bool_(), excluded_reason=pa.string(), tags=pa.list_(pa.string()),
+                        note=pa.string())
         return cols
 
     def df(self, query: str, params: list[Any] | None = None):

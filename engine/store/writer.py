@@ -23,16 +23,16 @@ import time
 import warnings
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
-from engine.faults import pause_point
+from engine.faults import disk_full_point, pause_point
 
 from .errors import RunAlreadyFinishedError, StoreError, StoreValidationError
 from .layout import (LIVE_RE, HeldLock, atomic_write_bytes, atomic_write_json, atomic_write_table, check_run_id,
                      holder_info, try_lock)
 from .files import StoreFiles
 from .livelog import EPOCHS, FINAL, HEARTBEAT, START, encode_epoch_line, read_live_attempt
-from .snapshot import existing_attempts
+from .snapshot import deleted_through, existing_attempts
 from .schema import (CACHED_STATUSES, FINISH_STATUSES, MAX_METRICS, RESERVED_METRIC_NAMES, Attempt, check_config,
                      check_meta, check_name, check_summary, split_value)
 
@@ -58,9 +58,7 @@ def sigterm_cancels() -> Iterator[None]:
 class RunWriter:
     """The open attempt of one run. Not thread-safe: one training loop logs to it."""
 
-    def __init__(self, store: StoreFiles, attempt: Attempt, lock: HeldLock, live_dir: Path, log_fd: int,
-                 on_finish: Callable[[], None] | None = None) -> None:
-        self._on_finish = on_finish
+    def __init__(self, store: StoreFiles, attempt: Attempt, lock: HeldLock, live_dir: Path, log_fd: int) -> None:
         self._store = store
         self._attempt = attempt
         self._lock = lock
@@ -130,6 +128,7 @@ class RunWriter:
                 nonfinite[name] = marker
         t = time.time() - self._attempt.started_at
         data = encode_epoch_line(epoch, t, vals, nonfinite)
+        disk_full_point("log-epoch", (self.run_id,))
         # one write() per record; loop only in the (never seen on local disks) case of a short write
         while data:
             n = os.write(self._fd, data)
@@ -158,21 +157,19 @@ class RunWriter:
         a = self._attempt
         self._stop.set()
         ended = time.time()
-        if checkpoint is not None:
-            atomic_write_bytes(layout.checkpoint(a.run_id, a.attempt), bytes(checkpoint), store.durable)
-        a.status, a.error, a.summary = status, error, s
-        a.ended_at, a.heartbeat_at, a.has_checkpoint = ended, ended, checkpoint is not None
-        # The result first (cheap, no fsync): from here on a kill cannot turn this run into "interrupted".
-        atomic_write_json(self._live_dir / FINAL, final_record(a), durable=False)
-        self._status = status
-        pause_point("sealing")
-        try:
+        try:  # a failed write (a full disk) still releases the lock: the attempt is then left for check --repair
+            if checkpoint is not None:
+                atomic_write_bytes(layout.checkpoint(a.run_id, a.attempt), bytes(checkpoint), store.durable)
+            a.status, a.error, a.summary = status, error, s
+            a.ended_at, a.heartbeat_at, a.has_checkpoint = ended, ended, checkpoint is not None
+            # The result first (cheap, no fsync): from here on a kill cannot turn this run into "interrupted".
+            atomic_write_json(self._live_dir / FINAL, final_record(a), durable=False)
+            self._status = status
+            pause_point("sealing")
             seal(store, a)
         finally:
             self._close()
         self._beat.join(timeout=1.0)
-        if self._on_finish is not None:
-            self._on_finish()
 
     def _close(self) -> None:
         with suppress(OSError):
@@ -249,9 +246,8 @@ def seal_abandoned(store: StoreFiles, live_dir: Path, status: str, error: str, p
         lock.release()
 
 
-def open_run(store: StoreFiles, run_id: str, config: dict, meta: dict, heartbeat_s: float = 5.0,
-             on_finish: Callable[[], None] | None = None) -> RunWriter:
-    """Open the next attempt of a run (see RunStore.open_run); ``on_finish`` runs after the attempt is sealed."""
+def open_run(store: StoreFiles, run_id: str, config: dict, meta: dict, heartbeat_s: float = 5.0) -> RunWriter:
+    """Open the next attempt of a run (see RunStore.open_run)."""
     check_run_id(run_id)
     config = check_config(config)
     meta = check_meta(meta)
@@ -268,7 +264,8 @@ def open_run(store: StoreFiles, run_id: str, config: dict, meta: dict, heartbeat
             raise RunAlreadyFinishedError(
                 f"run {run_id} already has a {st} result (attempt {att}); finished results are a cache and are "
                 "never overwritten: read it with store.cached(run_id), or change the config to train a new run")
-        attempt = max(attempts, default=0) + 1
+        # above deleted attempts too, so that their deletion (annotations.py) never hides the new one
+        attempt = max(max(attempts, default=0), deleted_through(store.cache, layout, run_id)) + 1
         lock.write_holder(holder_info(run_id, attempt))
         started = time.time()
         a = Attempt(run_id=run_id, attempt=attempt, config=config, meta=meta, started_at=started,
@@ -294,4 +291,4 @@ def open_run(store: StoreFiles, run_id: str, config: dict, meta: dict, heartbeat
     except BaseException:
         lock.release()
         raise
-    return RunWriter(store, a, lock, live_dir, fd, on_finish)
+    return RunWriter(store, a, lock, live_dir, fd)

@@ -121,6 +121,8 @@ def run_study(spec: StudySpec, store, executor: str = "local", workers: int | No
             own_pool.close()
     if result.interrupted or any(c.run_id not in result.outcomes for c in plan.missing):
         _settle_from_store(store, plan, result.outcomes)
+    if missing and not result.interrupted:
+        store.maybe_compact()  # the end of a study: after its training, never inside it (no run is paused)
     result.elapsed_s = time.perf_counter() - started
     return result
 
