@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 
 if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-    echo "gpu_check: no CUDA device is visible to torch ($("$PY" -c 'import torch; print("torch", torch.__version__)' 2>&1)); nothing was run. Run this on a machine with an NVIDIA GPU and a CUDA build of torch." >&2
+    torch_build=$("$PY" -c 'import torch; print("torch", torch.__version__)' 2>&1)
+    echo "gpu_check: no CUDA device is visible to torch (${torch_build}); nothing was run." >&2
+    echo "Run it on a machine with an NVIDIA GPU and a CUDA build of torch in .venv." >&2
     exit 2
 fi
 export ABLATION_LAB_DATA=${ABLATION_LAB_DATA:-../shared/data/mnist}
@@ -22,7 +24,8 @@ started=$(date +%s)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-"$PY" -c 'import torch; print("gpu_device:", torch.cuda.get_device_name(0).replace(" ", "_")); print("torch_version:", torch.__version__)'
+"$PY" -c 'import torch; print("gpu_device:", torch.cuda.get_device_name(0).replace(" ", "_"))'
+"$PY" -c 'import torch; print("torch_version:", torch.__version__)'
 
 # step NAME SECONDS COMMAND...: run it under a time limit, print its `name: value` lines prefixed with NAME.
 step() {

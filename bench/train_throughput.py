@@ -58,16 +58,13 @@ def study_model(config: RunConfig, input_shape, n_out: int) -> nn.Module:
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * hw * hw, n_out))
 
 
-DEVICE = "cpu"  # --device: where both sides train
-
-
-def dataloader_loop(config: RunConfig, data=None) -> float:
+def dataloader_loop(config: RunConfig, data=None, device: str = "cpu") -> float:
     """Seconds for the study-style loop: DataLoader batches, torch.optim, per-epoch validation accuracy."""
     data = data or load_task_data(config)
     torch.manual_seed(config.seed)
     binary = config.task == "points"
-    model = study_model(config, data.input_shape, 1 if binary else 10).to(DEVICE)
-    val_x, val_y = data.val.x.to(DEVICE), data.val.y.to(DEVICE)
+    model = study_model(config, data.input_shape, 1 if binary else 10).to(device)
+    val_x, val_y = data.val.x.to(device), data.val.y.to(device)
     opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[config.optimizer]
     optimizer = opt_cls(model.parameters(), lr=config.lr)
     loader = DataLoader(TensorDataset(data.train.x, data.train.y), batch_size=config.batch_size, shuffle=True)
@@ -75,7 +72,7 @@ def dataloader_loop(config: RunConfig, data=None) -> float:
     for _ in range(config.epochs):
         model.train()
         for xb, yb in loader:
-            xb, yb = xb.to(DEVICE, non_blocking=True), yb.to(DEVICE, non_blocking=True)
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             optimizer.zero_grad()
             out = model(xb)
             if binary:
@@ -94,23 +91,23 @@ def dataloader_loop(config: RunConfig, data=None) -> float:
     return time.perf_counter() - start
 
 
-def engine_loop(config: RunConfig) -> float:
+def engine_loop(config: RunConfig, device: str = "cpu") -> float:
     """Seconds for the engine to train the same config, logging every epoch to a fresh store."""
     load_task_data(config)  # data loading is outside both timings
     with tempfile.TemporaryDirectory() as root:
         start = time.perf_counter()
-        outcomes = run_configs([config], RunStore(root), device=DEVICE)
+        outcomes = run_configs([config], RunStore(root), device=device)
         elapsed = time.perf_counter() - start
     assert outcomes[0].status == "completed", outcomes
     return elapsed
 
 
-def stack_loop(configs: list[RunConfig], data) -> float:
+def stack_loop(configs: list[RunConfig], data, device: str = "cpu") -> float:
     """Seconds for the engine to train ``configs`` as one stack on ``data``, every epoch written to a fresh store."""
     with tempfile.TemporaryDirectory() as root:
         store = RunStore(root)
         sinks = [StoreSink(store) for _ in configs]
-        statuses = train_stack(configs, sinks, device=DEVICE, data=data)
+        statuses = train_stack(configs, sinks, device=device, data=data)
     assert statuses == ["completed"] * len(configs), statuses
 
 
@@ -150,21 +147,21 @@ def mnist_figures(args) -> dict[str, float]:
           f"(fraction {args.fraction:g} of an epoch; per-epoch seconds are extrapolated), "
           f"{torch.get_num_threads()} torch thread(s) each side")
     figures: dict[str, float] = {}
-    stack_loop([ex2], epoch_fraction(data, 0.01))  # warm-up: first-call costs (oneDNN primitives, imports) off both
-    dataloader_loop(ex2, epoch_fraction(data, 0.01))
+    stack_loop([ex2], epoch_fraction(data, 0.01), args.device)  # warm-up: first-call costs off both sides
+    dataloader_loop(ex2, epoch_fraction(data, 0.01), args.device)
     for batch in (10, 64):
         base, eng = [], []
         for r in range(args.repeats):  # alternating, so drift in the machine's load hits both sides alike
             cfg = ex2.replace(batch_size=batch, seed=r)
-            base.append(timed(dataloader_loop, cfg, data))
-            eng.append(timed(stack_loop, [cfg], data))
+            base.append(timed(dataloader_loop, cfg, data, args.device))
+            eng.append(timed(stack_loop, [cfg], data, args.device))
         ratio_line(f"mnist_epoch_b{batch}", base, eng, 1 / args.fraction, figures)
     grid = [ex2.replace(lr=lr, seed=seed) for lr in (0.01, 0.025, 0.05) for seed in range(4)]
     base, eng = [], []
     for _ in range(max(1, args.repeats - 1)):
-        runs = [timed(dataloader_loop, cfg, data) for cfg in grid]
+        runs = [timed(dataloader_loop, cfg, data, args.device) for cfg in grid]
         base.append((sum(w for w, _ in runs), sum(c for _, c in runs)))
-        eng.append(timed(stack_loop, grid, data))
+        eng.append(timed(stack_loop, grid, data, args.device))
     ratio_line(f"mnist_grid{len(grid)}", base, eng, 1 / args.fraction, figures)
     return figures
 
@@ -178,8 +175,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="--mnist: torch threads [torch's default]")
     parser.add_argument("--device", default="cpu", help="where both sides train: cpu or cuda [cpu]")
     args = parser.parse_args()
-    global DEVICE
-    DEVICE = args.device
     if args.mnist:
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -199,14 +194,14 @@ def main() -> None:
         # Warm-up, untimed: the first call of each side in a process pays one-off costs (the optimizer's and the
         # DataLoader's first use, the store's first Parquet write, oneDNN primitive creation), up to 2.5 s of CPU
         # for the baseline here, and on a fresh machine more. A run of 0.3 s cannot absorb that.
-        dataloader_loop(config.replace(seed=10_000, epochs=1))
-        engine_loop(config.replace(seed=10_000, epochs=1))
+        dataloader_loop(config.replace(seed=10_000, epochs=1), None, args.device)
+        engine_loop(config.replace(seed=10_000, epochs=1), args.device)
         base, eng = [], []
         for r in range(repeats):
             # Alternate so that drift in machine load hits both sides alike; distinct seeds defeat the run cache.
             cfg = config.replace(seed=r)
-            base.append(timed(dataloader_loop, cfg))
-            eng.append(timed(engine_loop, cfg))
+            base.append(timed(dataloader_loop, cfg, None, args.device))
+            eng.append(timed(engine_loop, cfg, args.device))
         ratio_line(f"{name}_{config.epochs}_epochs", base, eng, 1.0, figures)
         figures[f"speedup_vs_dataloader_{name}"] = figures[f"{name}_{config.epochs}_epochs_speedup_wall"]
     for name, value in figures.items():
