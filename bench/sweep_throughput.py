@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="training processes [default: one per core]")
     parser.add_argument("--hidden", default="50,50", help="the two hidden widths [default: 50,50]")
     parser.add_argument("--baseline-threads", type=int, default=1, help="torch threads of the baseline [default: 1]")
+    parser.add_argument("--device", default="cpu", help="where the study runner trains: cpu or cuda [cpu]")
     parser.add_argument("--repeats", type=int, default=3,
                         help="study runner repeats, each on a fresh store; the median counts [default: 3]")
     args = parser.parse_args()
@@ -113,7 +114,7 @@ def main() -> None:
         for r in range(args.repeats):
             store = RunStore(Path(tmp) / f"store{r}")  # a fresh store each time: nothing is cached
             t0 = time.perf_counter()
-            result = run_study(spec, store, workers=args.workers, device="cpu", show_progress=False)
+            result = run_study(spec, store, workers=args.workers, device=args.device, show_progress=False)
             times.append(time.perf_counter() - t0)
             assert result.ok and result.n_trained == 48, result.statuses()
         print(format_result(result))
@@ -129,7 +130,7 @@ def main() -> None:
 
     workers = result.workers
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch thread(s) for the baseline, no GPU used")
+          f"{torch.get_num_threads()} torch thread(s) for the baseline on the CPU, study runner on {args.device}")
     print(f"grid: {len(configs)} runs ({len(ACTIVATIONS)} activations x {len(LRS)} lrs x {len(SEEDS)} seeds), "
           f"hidden {hidden}, batch 10, {epochs} epochs")
     print(f"study runner: {study_s:.2f}s median of {len(times)} ({', '.join(f'{t:.2f}' for t in times)}; "

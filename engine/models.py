@@ -44,6 +44,8 @@ class Slot:
 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 # Non-decreasing activations commute with max-pooling: max(f(a), f(b)) == f(max(a, b)).
+CHANNELS_LAST = torch.channels_last
+
 MONOTONIC = frozenset({"relu", "tanh", "sigmoid", "leaky_relu", "elu", "identity"})
 
 
@@ -64,6 +66,25 @@ def output_sizes(config: RunConfig, heads: tuple[int, ...], target_dim: int) -> 
         # One logit for MSE-on-sigmoid and BCE (as the study), two logits for cross-entropy.
         return (2,) if config.loss == "cross_entropy" else (1,)
     return heads
+
+
+def _one_channel_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The first convolution of one-channel images, as one batched matrix product on the unfolded patches.
+
+    x (K, B, 1, H, W), weight (K, out, 1, k, k), bias (K, out) -> (B, K*out, H, W) in channels-last order, as the
+    grouped conv would give it. Why not conv2d: with one input channel oneDNN's kernels are at their least efficient
+    (and a one-channel tensor cannot carry the channels-last order, so the output would need a copy into it), while
+    the patch matrix (K, B*H*W, k*k) is small and its weight gradient is a single bmm (the images need no gradient).
+    """
+    k_runs, b, _, height, width = x.shape
+    out, ks = weight.shape[1], weight.shape[-1]
+    patches = F.unfold(x.reshape(k_runs * b, 1, height, width), ks, padding=ks // 2)  # (K*B, k*k, H*W)
+    patches = patches.view(k_runs, b, ks * ks, height * width).transpose(2, 3).reshape(k_runs, b * height * width,
+                                                                                       ks * ks)
+    h = torch.baddbmm(bias.unsqueeze(1), patches, weight.reshape(k_runs, out, ks * ks).transpose(1, 2))
+    # (K, B*H*W, out) -> (B, H, W, K*out) -> a (B, K*out, H, W) view with channels-last strides
+    h = h.view(k_runs, b, height, width, out).permute(1, 2, 3, 0, 4).reshape(b, height, width, k_runs * out)
+    return h.permute(0, 3, 1, 2)
 
 
 class StackedModel:
@@ -153,11 +174,18 @@ class StackedModel:
                 h = self.act(torch.baddbmm(self.view(bias).unsqueeze(1), h, self.view(w)))
             return h
         # Runs become channel groups: (K, B, C, H, W) -> (B, K*C, H, W), one grouped conv for all K runs.
-        h = x.transpose(0, 1).reshape(b, -1, *x.shape[3:])
-        for w, bias in trunk["layers"]:
+        # Channels-last throughout (same values, another memory order): on the CPU, oneDNN's convolution backward
+        # and max-pooling are 1.5-5x faster in it at these small channel counts (bench/train_throughput.py).
+        one_channel = x.shape[2] == 1  # then the first layer reads x itself (_one_channel_conv)
+        if not one_channel:
+            h = x.transpose(0, 1).reshape(b, -1, *x.shape[3:]).contiguous(memory_format=CHANNELS_LAST)
+        for i, (w, bias) in enumerate(trunk["layers"]):
             weight = self.view(w)  # (K, out, in, k, k)
-            h = F.conv2d(h, weight.reshape(-1, *weight.shape[2:]), self.view(bias).reshape(-1),
-                         padding=weight.shape[-1] // 2, groups=k)
+            if i == 0 and one_channel:
+                h = _one_channel_conv(x, weight, self.view(bias))
+            else:
+                h = F.conv2d(h, weight.reshape(-1, *weight.shape[2:]), self.view(bias).reshape(-1),
+                             padding=weight.shape[-1] // 2, groups=k)
             if self.config.pool and self.config.activation in MONOTONIC:
                 # max-pool then activate: equal to activate-then-pool for a non-decreasing activation, on 4x fewer
                 # values.
@@ -170,8 +198,9 @@ class StackedModel:
                 h = self.act(h)
             if self.config.pool:
                 h = F.max_pool2d(h, 2)
-        # (B, K*C, H', W') -> (K, B, C*H'*W')
-        return h.view(b, k, -1).transpose(0, 1)
+        # (B, K*C, H', W') -> (K, B, C*H'*W'), features in (C, H', W') order as nn.Flatten gives them (a copy out of
+        # channels-last)
+        return h.reshape(b, k, -1).transpose(0, 1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = [self._run_trunk(t, x) for t in self.trunks]
