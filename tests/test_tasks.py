@@ -302,16 +302,7 @@ def test_download_unreachable_url_names_file(tmp_path):
 
 # --- full MNIST from local files: uncompressed or gzip, import, cache ------------------------------------------------
 
-SHARED_MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
-
-
-@pytest.fixture
-def shared_mnist() -> Path:
-    """The real full MNIST (four uncompressed idx files) that development machines and CI have beside the repo."""
-    if not all((SHARED_MNIST / stem).is_file() for stem in MNIST_STEMS):
-        pytest.skip(f"full MNIST not available: {SHARED_MNIST.resolve()} is absent (it ships beside the repository "
-                    f"on development machines and CI)")
-    return SHARED_MNIST
+# `shared_mnist` (tests/conftest.py): the real full MNIST beside the repository, or a skip that says so.
 
 
 def test_verify_real_mnist_and_a_corrupted_copy(shared_mnist, tmp_path, capsys, monkeypatch):
