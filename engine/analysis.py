@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["AnalysisError", "INTERVALS", "FINISHED", "Cell", "Analysis", "analyze", "analyze_runs",
            "study_importance", "config_factors", "pooled_factors", "level_text", "parse_assignments",
            "factor_views", "interaction", "run_points", "log_spaced", "finished_factors", "study_metric",
-           "independent_factors"]
+           "independent_factors", "importance_of_runs"]
 
 INTERVALS = {"std": "mean ± sample standard deviation (ddof = 1) over the runs of the cell",
              "sem": "mean ± standard error of the mean",
@@ -385,22 +385,24 @@ def study_importance(store, study: str, metric: str | None = None) -> FactorImpo
     if runs.empty:
         raise AnalysisError(f"study {study!r} has no run in the store yet")
     metric = metric or study_metric(runs, study)
+    return importance_of_runs(runs, metric, f"study {study!r}")
+
+
+def importance_of_runs(runs: "pd.DataFrame", metric: str, what: str = "these runs") -> FactorImportance:
+    """Factorial ANOVA of the final metric over the config fields that vary among the finished runs (of the tasks
+    that log the metric): the Factors page's selection, or a study's runs."""
     if "final_" + metric not in runs:
-        raise AnalysisError(f"unknown metric {metric!r} for study {study!r}")
-    runs = runs[runs["status"].isin(FINISHED)]
+        raise AnalysisError(f"unknown metric {metric!r} for {what}")
+    runs, _, _ = _select(runs, metric, {})
     every = config_factors(runs)
     # A field whose level another fixes (momentum n/a for adam; an lr paired with each optimizer) would make the
     # design confounded and nothing computable: it is left out of the model and named in `dropped`.
     factors = independent_factors(runs, every)
     follows = [{"term": f, "reason": "its level is fixed by " + ", ".join(factors) + ": confounded, dropped"}
                for f in every if f not in factors]
-    import pandas as pd
-    table = pd.DataFrame({f: runs[f].map(_plain_value).to_numpy() for f in factors})
-    value = pd.to_numeric(runs["final_" + metric], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    table[metric] = value
-    table["diverged"] = (runs["status"] == "diverged").to_numpy() | ~np.isfinite(value)
     if not factors:
-        raise AnalysisError(f"study {study!r}: no config field varies among its finished runs")
+        raise AnalysisError(f"{what}: no config field varies among the finished runs")
+    table = _values(runs, metric, factors).rename(columns={"value": metric})
     try:
         result = factor_importance(table, factors, metric, diverged_column="diverged")
     except StatsError as e:

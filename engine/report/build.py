@@ -144,8 +144,10 @@ def _winner(result: Analysis, direction: str) -> Winner | None:
     verdicts = {"worse": "clearly ahead (significant after Holm)", "better": "clearly ahead (significant after Holm)",
                 "no clear difference": "not distinguishable from the runner-up",
                 "identical": "identical to the runner-up", "too few seeds": "not tested (too few seeds)"}
-    return Winner(best, runner, -runner.vs_baseline, low, high, runner.vs_baseline_p_holm,
-                  verdicts.get(runner.vs_baseline_mark or "", runner.vs_baseline_mark or "not tested"), None)
+    verdict = verdicts.get(runner.vs_baseline_mark or "", runner.vs_baseline_mark or "not tested")
+    if runner.vs_baseline_mark in ("worse", "better") and runner.vs_baseline_p_holm is None:
+        verdict = "clearly ahead (the same difference on every seed: an exact difference, no test needed)"
+    return Winner(best, runner, -runner.vs_baseline, low, high, runner.vs_baseline_p_holm, verdict, None)
 
 
 def _edge_notes(runs: "pd.DataFrame", result: Analysis | None) -> list[str]:
@@ -210,10 +212,8 @@ def _reference_frame(study: str, runs: "pd.DataFrame", spec: Any):
             ids = {c.run_id for c in spec.runs if row.grid in c.grids}
             picked = picked[picked["run_id"].isin(ids)]
         for k, v in row.where.items():
-            if k in picked:
-                want = tuple(v) if isinstance(v, list) else v
-                picked = picked[picked[k].map(lambda x: (tuple(x) if hasattr(x, "__len__") and not isinstance(x, str)
-                                                         else x) == want)]
+            if k in picked:  # compared as level texts: lists, tuples and arrays of a list field read alike
+                picked = picked[(picked[k].map(level_text) == level_text(v)).to_numpy(dtype=bool)]
         picked = picked[picked["status"].isin(analysis.FINISHED)]
         if picked.empty:
             continue
