@@ -39,8 +39,8 @@ def cell_rows(result: Analysis) -> pd.DataFrame:
             v = c.key[f]
             row[f] = level_text(v)
             row[f + "__value"] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-        row.update(mean=c.mean, ci_low=c.ci_low if c.ci_low is not None else c.mean,
-                   ci_high=c.ci_high if c.ci_high is not None else c.mean, n=c.n, n_runs=c.n_runs,
+        # No interval (fewer than 3 usable runs) stays None: no bar is drawn rather than a zero-width one.
+        row.update(mean=c.mean, ci_low=c.ci_low, ci_high=c.ci_high, n=c.n, n_runs=c.n_runs,
                    n_diverged=c.n_diverged, diverged_share=c.n_diverged / c.n_runs if c.n_runs else 0.0,
                    mark=c.mark)
         rows.append(row)
@@ -143,7 +143,7 @@ def importance_chart(importance: "FactorImportance") -> alt.Chart:
 def reference_chart(frame: pd.DataFrame, metric: str) -> alt.LayerChart:
     """Per reference setting: the reference study's single value (a black diamond) beside the value measured here
     (mean of the seeds with its 95% CI, red). ``frame``: setting, reference, mean, ci_low, ci_high, n."""
-    data = frame.assign(ci_low=frame["ci_low"].fillna(frame["mean"]), ci_high=frame["ci_high"].fillna(frame["mean"]))
+    data = frame
     y = alt.Y("setting:N", title=None, sort=list(data["setting"]), axis=alt.Axis(labelLimit=320))
     ref = alt.Chart(data).mark_point(shape="diamond", filled=True, size=90, color="black").encode(
         x=alt.X("reference:Q", title=metric, scale=alt.Scale(zero=False)), y=y,
