@@ -418,7 +418,7 @@ LOG_FIELDS = ("lr", "min_lr", "weight_decay")
 def log_spaced(runs: "pd.DataFrame", factor: str) -> bool:
     """Whether a factor's levels read best on a log axis: a learning rate or weight decay, or any numeric factor with
     three or more positive levels spanning a factor of 20 or more (0.001, 0.01, 0.1)."""
-    levels = [v for v in dict.fromkeys(runs[factor].map(_plain_value)) if v is not None]
+    levels = [v for v in dict.fromkeys(_plain_value(x) for x in runs[factor]) if v is not None]  # not .map: NaN
     if not levels or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels):
         return False  # lists, texts, flags: categories
     if min(levels) <= 0:
@@ -460,13 +460,14 @@ def run_points(runs: "pd.DataFrame", metric: str, factors: Sequence[str]) -> "pd
     return table
 
 
-def factor_views(runs: "pd.DataFrame", metric: str, direction: str | None = None,
-                 alpha: float = 0.05) -> dict[str, Analysis]:
-    """Per varying factor: the analysis by that factor alone, averaging knowingly over every other factor (the
-    Factors page's slice plots; the numbers equal ``analyze_runs(runs, metric, [f], average_over=others)``)."""
+def factor_views(runs: "pd.DataFrame", metric: str, direction: str | None = None, alpha: float = 0.05,
+                 only: Sequence[str] | None = None) -> dict[str, Analysis]:
+    """Per varying factor (or those of ``only``): the analysis by that factor alone, averaging knowingly over every
+    other factor (the Factors page's slice plots; the numbers equal ``analyze_runs(runs, metric, [f],
+    average_over=others)``)."""
     factors = finished_factors(runs, metric)
     return {f: analyze_runs(runs, metric, [f], average_over=[g for g in factors if g != f], direction=direction,
-                            alpha=alpha) for f in factors}
+                            alpha=alpha) for f in factors if only is None or f in only}
 
 
 def interaction(runs: "pd.DataFrame", metric: str, first: str, second: str, direction: str | None = None,

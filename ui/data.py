@@ -114,7 +114,7 @@ def _factors(version, digest, _runs, metric, direction):
     finished = _runs[_runs["status"].isin(analysis.FINISHED)]
     every = analysis.finished_factors(_runs, metric)
     shown = analysis.independent_factors(finished, every)
-    views = analysis.factor_views(_runs, metric, direction)
+    views = analysis.factor_views(_runs, metric, direction, only=shown)
     try:
         importance, why = analysis.importance_of_runs(_runs, metric), None
     except analysis.AnalysisError as exc:

@@ -231,7 +231,7 @@ def _effect_figure(study: str, runs: "pd.DataFrame", metric: str, direction: str
         return None
     first = order[0]
     if len(order) == 1:
-        result = analysis.factor_views(runs, metric, direction)[first]
+        result = analysis.factor_views(runs, metric, direction, only=[first])[first]
         points = analysis.run_points(runs, metric, [first])
         chart = figures.slice_chart(points, result, first, metric, analysis.log_spaced(runs, first))
         return Figure(f"{study}-effect", f"{study}: {metric} by {first}",

@@ -87,9 +87,10 @@ def interaction_chart(result: Analysis, first: str, second: str, metric: str, lo
            alt.Tooltip("ci_high:Q", title="95% CI high", format=".4~g"), alt.Tooltip("n:Q", title="n in mean"),
            alt.Tooltip("n_diverged:Q", title="diverged")]
     base = alt.Chart(cells).encode(x=x, color=colour)
-    lines = base.mark_line(point=True).encode(y=alt.Y("mean:Q", title=f"final {metric} (mean, 95% CI)",
-                                                      scale=alt.Scale(zero=False)), tooltip=tip)
-    bars = base.mark_errorbar(ticks=True).encode(y="ci_low:Q", y2="ci_high:Q", tooltip=tip)
+    y_title = f"final {metric} (mean, 95% CI)"  # on both layers, or Vega-Lite joins the two titles
+    lines = base.mark_line(point=True).encode(y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)),
+                                              tooltip=tip)
+    bars = base.mark_errorbar(ticks=True).encode(y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q", tooltip=tip)
     return (lines + bars).properties(title=f"{metric}: {first} × {second}", width=360, height=260)
 
 
