@@ -7,6 +7,7 @@ every mean, interval and winner, are known exactly.
   a fourth seed of relu/0.01 is still running (writer open, heartbeat alive).
 * "oneseed": activation relu|tanh, seed 0 only.
 * "same": activation relu|tanh x seeds 0, 1, 2, every run of a cell with the same value (relu 0.9, tanh 0.8).
+* "pending": only the running run of "lrgrid" (nothing finished yet).
 """
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def build_insight_store(root: Path):
     writer = _log(store, running, [0.7], heartbeat_s=1.0, finish=False)
     grid.append(running.run_id)
     store.add_to_study("lrgrid", grid)
+    store.add_to_study("pending", [running.run_id])
 
     one = [config(a, 0.01, 0, epochs=3) for a in ACTIVATIONS]
     for c, v in zip(one, (0.9, 0.8)):

@@ -147,9 +147,11 @@ def test_report_page_shows_the_document_and_offers_every_format(insight):
     assert set(buttons) == {"Markdown (zip)", "HTML", "LaTeX (zip)"}
 
 
-def test_report_page_on_identical_runs_and_on_a_store_without_studies(insight, one_run_store_root, use_store):
+def test_report_page_on_identical_runs_a_running_study_and_a_store_without_studies(insight, one_run_store_root, use_store):
     at = open_app("pages/report.py", {"study": "same"})
     assert "identical values" in texts(at)
+    at = open_app("pages/report.py", {"study": "pending"})  # its one run is still running
+    assert "no winner" in texts(at) and "1 running" in texts(at)
     use_store(one_run_store_root)
     at = open_app("pages/report.py")
     assert "no study yet" in texts(at)

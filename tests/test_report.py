@@ -108,6 +108,22 @@ def test_one_seed_and_identical_runs_are_said_not_crashed(report):
     assert "Only one seed" in text and "cannot be computed" in text
 
 
+def test_a_study_with_nothing_finished_says_so_and_the_others_still_report(insight_store):
+    rep = build_report(insight_store.store(), ["pending", "same"], with_figures=False)
+    pending, same = rep.sections
+    assert pending.winner is None and pending.analysis.unfinished == {"running": 1}
+    assert any("1 running" in n for n in pending.notes)
+    for fmt_name in ("markdown", "html", "latex"):
+        text = render(rep, fmt_name, with_files=False).text.replace("\\_", "_")  # LaTeX escapes the underscore
+        assert "No finished run has a usable value of val_accuracy: no winner." in text
+        assert "pending" in text and "same" in text
+    # the whole store: every study gets a section, none hides another
+    everything = build_report(insight_store.store(), with_figures=False)
+    assert [s.study for s in everything.sections] == ["lrgrid", "oneseed", "pending", "same"]
+    with pytest.raises(analysis.AnalysisError, match="unknown metric 'val_f1'"):
+        build_report(insight_store.store(), ["same"], metric="val_f1")
+
+
 def test_the_reference_study_sits_beside_the_measured_one(tmp_path):
     """Runs logged for the cells reproduce.py maps to the reference line 'Adam lr=0.01' of ex1-optimizer."""
     from engine.report.build import spec_of

@@ -302,7 +302,16 @@ def build_report(store, studies: Sequence[str] | None = None, metric: str | None
     if unknown:
         raise AnalysisError(f"unknown study {', '.join(map(repr, unknown))}; studies in this store: "
                             f"{', '.join(known) if known else '(none yet)'}")
-    sections = [build_section(store, s, metric, with_figures) for s in names]
+    sections = []
+    for name in names:
+        try:
+            sections.append(build_section(store, name, metric, with_figures))
+        except AnalysisError as exc:
+            if metric is not None:  # the user's own choice does not fit: say so, as analyze does
+                raise
+            # One study that cannot be analysed (it mixes tasks, no run logged a value yet) must not hide the others.
+            sections.append(StudySection(name, question_of(spec_of(name), name), "–", "–", None, None, None,
+                                         None, notes=[f"Cannot report this study: {exc}"]))
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = "Ablation Lab report" + (f": {names[0]}" if len(names) == 1 else "")
     return Report(title, now, str(getattr(store, "root", "")), sections)

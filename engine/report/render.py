@@ -105,6 +105,8 @@ def section_blocks(s: StudySection) -> list[Block]:
     if a is not None:
         out.append(Para(f"Metric: final {s.metric} ({s.direction} is better), {a.n_runs} finished runs, cells by "
                         f"{', '.join(a.by)}."))
+    if a is None:  # nothing could be analysed: the notes say why
+        return out + [Bullets(s.notes)]
     out.append(Para(winner_sentence(s)))
     if s.notes:
         out.append(Bullets(s.notes))
