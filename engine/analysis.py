@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["AnalysisError", "INTERVALS", "FINISHED", "Cell", "Analysis", "analyze", "analyze_runs",
            "study_importance", "config_factors", "pooled_factors", "level_text", "parse_assignments",
            "factor_views", "interaction", "run_points", "log_spaced", "finished_factors", "study_metric",
-           "independent_factors", "importance_of_runs"]
+           "independent_factors", "importance_of_runs", "by_importance"]
 
 INTERVALS = {"std": "mean ± sample standard deviation (ddof = 1) over the runs of the cell",
              "sem": "mean ± standard error of the mean",
@@ -476,3 +476,10 @@ def interaction(runs: "pd.DataFrame", metric: str, first: str, second: str, dire
     each pair of levels) and the divergence map (each cell's n_diverged of n_runs)."""
     others = [g for g in finished_factors(runs, metric) if g not in (first, second)]
     return analyze_runs(runs, metric, [first, second], average_over=others, direction=direction, alpha=alpha)
+
+
+def by_importance(factors: Sequence[str], importance: FactorImportance | None) -> list[str]:
+    """The factors, the largest variance share first (ties and factors outside the model keep their order): which
+    two an interaction plot shows first."""
+    share = {t.term: t.share for t in importance.terms} if importance is not None else {}
+    return sorted(factors, key=lambda f: -share.get(f, 0.0))

@@ -68,12 +68,13 @@ if len(factors) < 2:
     st.caption("Only one factor varies: no interaction to show.")
     first, second = factors[0], None
 else:
+    ranked = analysis.by_importance(factors, found["importance"])  # the two that matter most, by default
     c = st.columns(2)
     with c[0]:
-        first = url.selectbox("Across (x)", factors, "x", factors[0])
+        first = url.selectbox("Across (x)", factors, "x", ranked[0])
     with c[1]:
         others = [f for f in factors if f != first]
-        second = url.selectbox("Lines (colour)", others, "line", others[0])
+        second = url.selectbox("Lines (colour)", others, "line", next(f for f in ranked if f != first))
 with guard("computing the interaction"):
     pair = (data.interaction(version, runs, metric, first, second, direction) if second
             else found["views"][first])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.report import FORMATS, blocks, render, zip_bytes
-from engine.report.render import Bullets, FigureBlock, Heading, Para, Table
+from engine.report.render import Bullets, FigureBlock, Heading, Para, Table, markdown_table
 from ui import data, url
 from ui.filters import most_recent_study
 from ui.page import load_runs
@@ -60,7 +60,7 @@ for i, b in enumerate(blocks(report)):
     elif isinstance(b, Bullets):
         st.markdown("\n".join(f"- {item}" for item in b.items))
     elif isinstance(b, Table):
-        st.table({h: [r[j] for r in b.rows] for j, h in enumerate(b.head)})
+        st.markdown(markdown_table(b))
     elif isinstance(b, FigureBlock):
         st.altair_chart(b.figure.chart, key=f"fig_{i}")
         st.caption(b.figure.caption)

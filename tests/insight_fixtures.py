@@ -3,8 +3,9 @@
 every mean, interval and winner, are known exactly.
 
 * "lrgrid": activation relu|tanh x lr 0.001, 0.01, 0.1, 1.0 (adam), seeds 0, 1, 2. val_accuracy = LEVEL[lr] +
-  (0.02 + NOISE[seed] for relu, 2 NOISE[seed] for tanh: the paired differences vary). Every lr 1.0 run diverged; tanh/0.1 seed 2 ends with a NaN val_accuracy (completed);
-  a fourth seed of relu/0.01 is still running (writer open, heartbeat alive).
+  (0.02 + NOISE[seed] for relu, 2 NOISE[seed] for tanh: the paired differences vary). Every lr 1.0 run diverged;
+  tanh/0.1 seed 2 ends with a NaN val_accuracy (completed); a fourth seed of relu/0.01 is still running (writer
+  open, heartbeat alive).
 * "oneseed": activation relu|tanh, seed 0 only.
 * "same": activation relu|tanh x seeds 0, 1, 2, every run of a cell with the same value (relu 0.9, tanh 0.8).
 * "pending": only the running run of "lrgrid" (nothing finished yet).

@@ -69,7 +69,7 @@ def insight(insight_store, use_store):
     return insight_store
 
 
-# --- Factors ------------------------------------------------------------------------------------------------------------
+# --- Factors ----------------------------------------------------------------------------------------------------------
 
 def test_factors_page_slices_interaction_divergence_and_importance(insight):
     at = open_app("pages/factors.py", {"f.study": "lrgrid", "x": "lr", "line": "activation"})
@@ -130,7 +130,7 @@ def test_factors_page_on_the_seeded_store_with_nan_diverged_and_running_runs(see
     assert "diverged" in texts(at)
 
 
-# --- Report -------------------------------------------------------------------------------------------------------------
+# --- Report -----------------------------------------------------------------------------------------------------------
 
 def test_report_page_shows_the_document_and_offers_every_format(insight):
     at = open_app("pages/report.py", {"study": ["lrgrid", "oneseed"]})
@@ -147,7 +147,8 @@ def test_report_page_shows_the_document_and_offers_every_format(insight):
     assert set(buttons) == {"Markdown (zip)", "HTML", "LaTeX (zip)"}
 
 
-def test_report_page_on_identical_runs_a_running_study_and_a_store_without_studies(insight, one_run_store_root, use_store):
+def test_report_page_on_identical_runs_a_running_study_and_a_store_without_studies(insight, one_run_store_root,
+                                                                                   use_store):
     at = open_app("pages/report.py", {"study": "same"})
     assert "identical values" in texts(at)
     at = open_app("pages/report.py", {"study": "pending"})  # its one run is still running
@@ -167,7 +168,7 @@ def one_run_store_root(tmp_path_factory):
     return root
 
 
-# --- one store, four views, the same numbers ----------------------------------------------------------------------------
+# --- one store, four views, the same numbers --------------------------------------------------------------------------
 
 def test_tables_factors_report_and_analyze_json_agree(insight):
     def key(activation, lr):

@@ -10,7 +10,7 @@ import pytest
 from engine import analysis
 from engine.report.build import fmt
 from tests.browser_helpers import charts_drawn, idle, reports_page, streamlit_server
-from tests.test_browser import browser, no_exception, page  # noqa: F401 - the shared Chromium fixtures
+from tests.test_browser import browser, no_exception, page  # noqa: F401,F811 - the shared Chromium fixtures
 
 pytest_plugins = ["tests.insight_fixtures", "tests.dashboard_fixtures"]
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]

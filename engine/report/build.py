@@ -269,10 +269,7 @@ def build_section(store, study: str, metric: str | None = None, with_figures: bo
                            importance, note, notes=_edge_notes(runs, result))
     if not result.cells:
         section.notes.append(f"No finished run has a value of {metric}.")
-    order = list(factors)
-    if importance is not None and importance.terms:  # most important factors first
-        share = {t.term: t.share for t in importance.terms}
-        order.sort(key=lambda f: -share.get(f, 0.0))
+    order = analysis.by_importance(factors, importance)  # the figure shows the two that matter most
     section.reference = _reference_frame(study, runs, spec)
     if with_figures:
         effect = _effect_figure(study, runs, metric, direction, order)

@@ -68,7 +68,7 @@ def slice_chart(points: pd.DataFrame, result: Analysis, factor: str, metric: str
            alt.Tooltip("ci_low:Q", title="95% CI low", format=".4~g"),
            alt.Tooltip("ci_high:Q", title="95% CI high", format=".4~g"), alt.Tooltip("n:Q", title="n in mean"),
            alt.Tooltip("n_diverged:Q", title="diverged")]
-    bars = alt.Chart(cells).mark_errorbar(color=MEAN_COLOUR, thickness=2, ticks=True).encode(
+    bars = alt.Chart(cells).mark_errorbar(color=MEAN_COLOUR, thickness=2).encode(
         x=x, y=alt.Y("ci_low:Q", title=f"final {metric}"), y2="ci_high:Q", tooltip=tip)
     means = alt.Chart(cells).mark_point(color=MEAN_COLOUR, filled=True, size=70, shape="diamond").encode(
         x=x, y="mean:Q", tooltip=tip)
@@ -90,7 +90,7 @@ def interaction_chart(result: Analysis, first: str, second: str, metric: str, lo
     y_title = f"final {metric} (mean, 95% CI)"  # on both layers, or Vega-Lite joins the two titles
     lines = base.mark_line(point=True).encode(y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)),
                                               tooltip=tip)
-    bars = base.mark_errorbar(ticks=True).encode(y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q", tooltip=tip)
+    bars = base.mark_errorbar(thickness=1.5).encode(y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q", tooltip=tip)
     return (lines + bars).properties(title=f"{metric}: {first} × {second}", width=360, height=260)
 
 
@@ -149,7 +149,7 @@ def reference_chart(frame: pd.DataFrame, metric: str) -> alt.LayerChart:
     ref = alt.Chart(data).mark_point(shape="diamond", filled=True, size=90, color="black").encode(
         x=alt.X("reference:Q", title=metric, scale=alt.Scale(zero=False)), y=y,
         tooltip=[alt.Tooltip("setting:N"), alt.Tooltip("reference:Q", format=".4~g")])
-    bars = alt.Chart(data).mark_errorbar(color=MEAN_COLOUR, ticks=True).encode(
+    bars = alt.Chart(data).mark_errorbar(color=MEAN_COLOUR, thickness=1.5).encode(
         x=alt.X("ci_low:Q", title=metric), x2="ci_high:Q", y=y)
     measured = alt.Chart(data).mark_circle(color=MEAN_COLOUR, size=60).encode(
         x="mean:Q", y=y, tooltip=[alt.Tooltip("setting:N"), alt.Tooltip("mean:Q", format=".4~g"),

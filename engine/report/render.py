@@ -137,10 +137,17 @@ def blocks(report: Report) -> list[Block]:
     return out
 
 
-# --- the writers --------------------------------------------------------------------------------------------------------
+# --- the writers ------------------------------------------------------------------------------------------------------
 
 def _figure_path(stem: str, figure: Figure, ext: str) -> str:
     return f"{stem}_figures/{figure.name}.{ext}"
+
+
+def markdown_table(table: Table) -> str:
+    """A GitHub-flavoured Markdown table (the Markdown report and the Report page)."""
+    lines = ["| " + " | ".join(table.head) + " |", "|" + "---|" * len(table.head)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in table.rows]
+    return "\n".join(lines)
 
 
 def to_markdown(report: Report, stem: str = "report", with_files: bool = True) -> Rendered:
@@ -153,8 +160,7 @@ def to_markdown(report: Report, stem: str = "report", with_files: bool = True) -
         elif isinstance(b, Bullets):
             lines += [f"- {i}" for i in b.items] + [""]
         elif isinstance(b, Table):
-            lines += ["| " + " | ".join(b.head) + " |", "|" + "---|" * len(b.head)]
-            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in b.rows] + [""]
+            lines += [markdown_table(b), ""]
         elif isinstance(b, FigureBlock):
             path = _figure_path(stem, b.figure, "svg")
             if with_files:
