@@ -9,6 +9,7 @@ import streamlit as st
 from engine import analysis
 from engine.report import figures
 from engine.report.build import IMPORTANCE_METHOD
+from engine.report.render import importance_table, markdown_table
 from ui import data, url
 from ui.filters import most_recent_study, sidebar
 from ui.page import load_runs, stop_if_empty
@@ -98,13 +99,10 @@ if importance is None or not importance.terms:
     st.warning(f"Factor importance cannot be computed: {why}")
 else:
     st.altair_chart(figures.importance_chart(importance), key="importance")
-    st.dataframe(figures.importance_rows(importance), hide_index=True, key="importance_table",
-                 column_config={"share": st.column_config.NumberColumn(format="percent"),
-                                "eta_sq": st.column_config.NumberColumn("eta²", format="%.3f"),
-                                "partial_eta_sq": st.column_config.NumberColumn("partial eta²", format="%.3f"),
-                                "p_value": st.column_config.NumberColumn("p", format="%.3g")})
+    st.markdown(markdown_table(importance_table(importance)))  # the report's table, the same text
+    left_out = importance.excluded["diverged"] + importance.excluded["non_finite"]
     st.caption(f"{importance.n} runs used of {importance.n_runs}"
-               + (f"; excluded: {importance.excluded}" if any(importance.excluded.values()) else ""))
+               + (f"; {left_out} diverged or non-finite left out" if left_out else ""))
 if importance is not None and (importance.dropped or importance.notes):
     for d in importance.dropped:
         st.caption(f"Dropped **{d['term']}**: {d['reason']}")

@@ -58,6 +58,10 @@ def same(got: tuple, want: tuple) -> bool:
                for g, w in zip(got, want)) and len(got) == len(want)
 
 
+def cells_of_bars(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return next(f for f in frames if "share" in f.columns)
+
+
 def cells_of(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """The per-cell dataset of a chart (the one with a mean column)."""
     return next(f for f in frames if "mean" in f.columns)
@@ -97,9 +101,12 @@ def test_factors_page_slices_interaction_divergence_and_importance(insight):
     shown = texts(at)
     assert IMPORTANCE_METHOD in shown and "left out of the mean" in shown
     assert "diverged (not in the means): 0.1: 1 of 6, 1: 6 of 6" in shown
-    imp = next(df.value for df in at.dataframe if "share" in getattr(df.value, "columns", []))
+    imp = cells_of_bars(found["what explains val_accuracy"][1])
     assert imp["term"].iloc[0] == "lr" and imp["term"].iloc[-1] == "seed noise (residual)"
     assert imp["share"].sum() == pytest.approx(1.0, abs=1e-12)
+    direct = analysis.importance_of_runs(_study_runs(insight), "val_accuracy")
+    assert list(imp["share"]) == pytest.approx([t.share for t in direct.terms], rel=1e-12)  # run order: last bits
+    assert f"| lr | {direct.terms[0].share:.1%} |" in shown             # the table under the bars
 
 
 def _study_runs(insight):

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from engine.report.build import Figure, Report, StudySection, cell_levels, fmt
+
+if TYPE_CHECKING:
+    from engine.stats import FactorImportance
 
 FORMATS = {"markdown": "md", "html": "html", "latex": "tex"}
 
@@ -84,15 +87,20 @@ def winner_sentence(s: StudySection) -> str:
     return text
 
 
+def importance_table(imp: "FactorImportance") -> Table:
+    """One row per term, seed noise last: share of variance, partial eta², p (the report and the Factors page)."""
+    head = ["term", "share of variance", "partial eta²", "p"]
+    rows = [["seed noise (residual)" if t.term == "residual" else t.term, f"{t.share:.1%}",
+             "–" if t.partial_eta_sq is None else f"{t.partial_eta_sq:.3f}", fmt(t.p_value, 3)] for t in imp.terms]
+    return Table(head, rows)
+
+
 def importance_blocks(s: StudySection) -> list[Block]:
     imp = s.importance
     if imp is None or not imp.terms:
         return [Para(f"Which factors matter: cannot be computed ({s.importance_note or 'no factorial design'}).")]
-    head = ["term", "share of variance", "partial eta²", "p"]
-    rows = [["seed noise (residual)" if t.term == "residual" else t.term, f"{t.share:.1%}",
-             "–" if t.partial_eta_sq is None else f"{t.partial_eta_sq:.3f}", fmt(t.p_value, 3)] for t in imp.terms]
     out: list[Block] = [Para(f"Which factors matter ({s.importance.n} runs; method: type II factorial ANOVA "
-                             "(statsmodels), eta-squared; seed noise is the residual):"), Table(head, rows)]
+                             "(statsmodels), eta-squared; seed noise is the residual):"), importance_table(imp)]
     extra = [f"{d['term']}: {d['reason']}" for d in imp.dropped] + list(imp.notes)
     if extra:
         out.append(Bullets(extra))
