@@ -73,6 +73,8 @@ pages = [
     st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:", url_path="launch"),
     st.Page("pages/curves.py", title="Curves", icon=":material/show_chart:"),
     st.Page("pages/tables.py", title="Tables", icon=":material/table:"),
+    st.Page("pages/factors.py", title="Factors", icon=":material/bar_chart:", url_path="factors"),
+    st.Page("pages/report.py", title="Report", icon=":material/description:", url_path="report"),
     st.Page("pages/runs.py", title="Runs", icon=":material/compare:"),
     st.Page("pages/sql.py", title="SQL", icon=":material/terminal:"),
 ]

@@ -3,6 +3,8 @@
     analyze(store, "ablation", by=["activation", "optimizer"], interval="ci", baseline={"optimizer": "sgd", ...})
     analyze_runs(runs, metric, by, ...)          the same over a runs table from engine.queries (list_runs rows)
     study_importance(store, "ablation")          factor_importance over the study's varying factors
+    factor_views(runs, metric)                   per factor: its levels' cells, the others averaged over (Factors)
+    run_points(runs, metric, factors)            one row per finished run: the levels, seed, value, diverged
 
 Each run contributes the final value of the metric (the runs view's ``final_<metric>``). Only finished runs count
 (completed or diverged); running, failed, cancelled, ... runs are left out and counted in ``unfinished``. A run
@@ -15,6 +17,7 @@ the caller neither held at a value (``hold``) nor chose to average over (``avera
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -33,7 +36,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["AnalysisError", "INTERVALS", "FINISHED", "Cell", "Analysis", "analyze", "analyze_runs",
-           "study_importance", "split_excluded", "config_factors", "pooled_factors", "level_text", "parse_assignments"]
+           "study_importance", "split_excluded", "config_factors", "pooled_factors", "level_text", "parse_assignments",
+           "factor_views", "interaction", "run_points", "log_spaced", "finished_factors", "study_metric",
+           "independent_factors", "importance_of_runs", "by_importance"]
 
 INTERVALS = {"std": "mean ± sample standard deviation (ddof = 1) over the runs of the cell",
              "sem": "mean ± standard error of the mean",
@@ -222,7 +227,8 @@ def _check_factor(name: str, runs: "pd.DataFrame", what: str) -> str:
 
 def _resolve_level(runs: "pd.DataFrame", factor: str, wanted: Any, what: str) -> Any:
     """The level of ``factor`` among the runs equal to ``wanted`` (a value, or its text form)."""
-    levels = list(dict.fromkeys(runs[factor].map(_plain_value)))
+    # A plain loop, not Series.map: map would turn None (a field that does not apply) back into NaN in a float column.
+    levels = list(dict.fromkeys(_plain_value(v) for v in runs[factor]))
     plain = _plain_value(wanted)
     for lv in levels:
         if lv == plain and isinstance(lv, bool) == isinstance(plain, bool):
@@ -363,7 +369,8 @@ def split_excluded(runs: "pd.DataFrame", include_excluded: bool = False) -> tupl
     return runs[~mask], dict(zip(runs.loc[mask, "run_id"], reasons))
 
 
-def _study_metric(runs: "pd.DataFrame", study: str) -> str:
+def study_metric(runs: "pd.DataFrame", study: str) -> str:
+    """The headline metric of a study's runs (one task): what a study is judged by when no metric is named."""
     tasks = sorted(set(runs["task"].dropna()))
     if len(tasks) != 1:
         raise AnalysisError(f"study {study!r} mixes tasks ({', '.join(tasks) or 'none'}): name the metric")
@@ -383,7 +390,7 @@ def analyze(store, study: str, metric: str | None = None, by: Sequence[str] | No
     runs = queries.study_runs(store, study)
     if runs.empty:
         raise AnalysisError(f"study {study!r} has no run in the store yet")
-    metric = metric or _study_metric(runs, study)
+    metric = metric or study_metric(runs, study)
     if by is None:
         kept = split_excluded(runs, include_excluded)[0]
         by = [f for f in config_factors(kept) if f not in (hold or {}) and f not in average_over][:2] or ["task"]
@@ -396,20 +403,102 @@ def study_importance(store, study: str, metric: str | None = None) -> FactorImpo
     runs = queries.study_runs(store, study)
     if runs.empty:
         raise AnalysisError(f"study {study!r} has no run in the store yet")
-    metric = metric or _study_metric(runs, study)
+    metric = metric or study_metric(runs, study)
+    return importance_of_runs(runs, metric, f"study {study!r}")
+
+
+def importance_of_runs(runs: "pd.DataFrame", metric: str, what: str = "these runs") -> FactorImportance:
+    """Factorial ANOVA of the final metric over the config fields that vary among the finished runs (of the tasks
+    that log the metric): the Factors page's selection, or a study's runs."""
     if "final_" + metric not in runs:
-        raise AnalysisError(f"unknown metric {metric!r} for study {study!r}")
-    runs = split_excluded(runs)[0]
-    runs = runs[runs["status"].isin(FINISHED)]
-    factors = config_factors(runs)
-    import pandas as pd
-    table = pd.DataFrame({f: runs[f].map(_plain_value).to_numpy() for f in factors})
-    value = pd.to_numeric(runs["final_" + metric], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    table[metric] = value
-    table["diverged"] = (runs["status"] == "diverged").to_numpy() | ~np.isfinite(value)
+        raise AnalysisError(f"unknown metric {metric!r} for {what}")
+    runs, _, _ = _select(split_excluded(runs)[0], metric, {})
+    every = config_factors(runs)
+    # A field whose level another fixes (momentum n/a for adam; an lr paired with each optimizer) would make the
+    # design confounded and nothing computable: it is left out of the model and named in `dropped`.
+    factors = independent_factors(runs, every)
+    follows = [{"term": f, "reason": "its level is fixed by " + ", ".join(factors) + ": confounded, dropped"}
+               for f in every if f not in factors]
     if not factors:
-        raise AnalysisError(f"study {study!r}: no config field varies among its finished runs")
+        raise AnalysisError(f"{what}: no config field varies among the finished runs")
+    table = _values(runs, metric, factors).rename(columns={"value": metric})
     try:
-        return factor_importance(table, factors, metric, diverged_column="diverged")
+        result = factor_importance(table, factors, metric, diverged_column="diverged")
     except StatsError as e:
         raise AnalysisError(str(e)) from None
+    return dataclasses.replace(result, dropped=tuple(follows) + result.dropped) if follows else result
+
+
+# --- the Factors page and the report: each factor on its own, two factors together ----------------------------------
+
+LOG_FIELDS = ("lr", "min_lr", "weight_decay")
+
+
+def log_spaced(runs: "pd.DataFrame", factor: str) -> bool:
+    """Whether a factor's levels read best on a log axis: a learning rate or weight decay, or any numeric factor with
+    three or more positive levels spanning a factor of 20 or more (0.001, 0.01, 0.1)."""
+    levels = [v for v in dict.fromkeys(_plain_value(x) for x in runs[factor]) if v is not None]  # not .map: NaN
+    if not levels or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels):
+        return False  # lists, texts, flags: categories
+    if min(levels) <= 0:
+        return False
+    values = levels
+    return factor in LOG_FIELDS or (len(values) >= 3 and max(values) / min(values) >= 20)
+
+
+def finished_factors(runs: "pd.DataFrame", metric: str) -> list[str]:
+    """The config fields that vary among the finished runs that are part of the metric's question."""
+    finished, _, _ = _select(split_excluded(runs)[0], metric, {})
+    return config_factors(finished)
+
+
+def independent_factors(runs: "pd.DataFrame", factors: Sequence[str]) -> list[str]:
+    """``factors`` without those whose level the earlier ones fix (momentum is n/a for adam and 0 for sgd; a study
+    that pairs each optimizer with its own lr): cells of the kept factors are then the configurations themselves,
+    with no label repeating what another already says."""
+    kept: list[str] = []
+    for f in factors:
+        texts = _texts(runs[f])
+        if kept and bool((texts.groupby([_texts(runs[k]) for k in kept]).nunique() <= 1).all()):
+            continue
+        kept.append(f)
+    return kept
+
+
+def run_points(runs: "pd.DataFrame", metric: str, factors: Sequence[str]) -> "pd.DataFrame":
+    """One row per finished run: each factor's level text, ``<factor>__value`` (the level as a number for numeric
+    factors, else None), seed, value (the final metric), diverged (flagged, or a non-finite final value)."""
+    finished, _, _ = _select(split_excluded(runs)[0], metric, {})
+    table = _values(finished, metric, [])
+    for f in factors:
+        plain = finished[f].map(_plain_value)
+        table[f] = _texts(finished[f]).to_numpy()
+        numeric = plain.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+        table[f + "__value"] = plain.where(numeric, None).to_numpy() if numeric.all() else None
+    table["run_id"] = finished["run_id"].to_numpy() if "run_id" in finished else None
+    return table
+
+
+def factor_views(runs: "pd.DataFrame", metric: str, direction: str | None = None, alpha: float = 0.05,
+                 only: Sequence[str] | None = None) -> dict[str, Analysis]:
+    """Per varying factor (or those of ``only``): the analysis by that factor alone, averaging knowingly over every
+    other factor (the Factors page's slice plots; the numbers equal ``analyze_runs(runs, metric, [f],
+    average_over=others)``)."""
+    factors = finished_factors(runs, metric)
+    return {f: analyze_runs(runs, metric, [f], average_over=[g for g in factors if g != f], direction=direction,
+                            alpha=alpha) for f in factors if only is None or f in only}
+
+
+def interaction(runs: "pd.DataFrame", metric: str, first: str, second: str, direction: str | None = None,
+                alpha: float = 0.05) -> Analysis:
+    """The cells of two factors, averaging knowingly over every other factor: the interaction plot (mean and CI of
+    each pair of levels) and the divergence map (each cell's n_diverged of n_runs)."""
+    others = [g for g in finished_factors(runs, metric) if g not in (first, second)]
+    return analyze_runs(runs, metric, [first, second], average_over=others, direction=direction, alpha=alpha)
+
+
+def by_importance(factors: Sequence[str], importance: FactorImportance | None) -> list[str]:
+    """The factors, the largest variance share first (ties and factors outside the model keep their order): which
+    two an interaction plot shows first."""
+    share = {t.term: t.share for t in importance.terms} if importance is not None else {}
+    return sorted(factors, key=lambda f: -share.get(f, 0.0))

@@ -33,8 +33,8 @@ ARTIFACTS = Path(os.environ.get("ABLATION_LAB_ARTIFACTS", REPO / "test-artifacts
 RUN_TIMEOUT_MS = 120_000  # one script run, on a loaded two-core machine; a pass takes a few seconds
 
 # dashboard.py's router: (title, URL path) of each page, in menu order.
-APP_NAV = [("Overview", ""), ("Launch", "launch"), ("Curves", "curves"), ("Tables", "tables"), ("Runs", "runs"),
-           ("SQL", "sql")]
+APP_NAV = [("Overview", ""), ("Launch", "launch"), ("Curves", "curves"), ("Tables", "tables"), ("Factors", "factors"),
+           ("Report", "report"), ("Runs", "runs"), ("SQL", "sql")]
 
 TRACKER_JS = r"""
 (() => {

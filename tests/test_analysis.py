@@ -220,3 +220,64 @@ def test_cli_table_markdown_and_errors(store):
     assert code == 2 and out == "" and err.count("\n") == 1 and "unknown factor 'colour'" in err
     code, _, err = cli("analyze", "--study", "grid", "--hold", "lr", "--store", str(store.root))
     assert code == 2 and "expected FIELD=VALUE" in err
+
+
+# --- the Factors page's and the report's queries -------------------------------------------------------------------
+
+def test_factor_views_and_interaction_are_analyze_runs_with_the_other_factors_averaged(store):
+    from engine import queries
+    runs = queries.study_runs(store, "pooled")
+    views = analysis.factor_views(runs, "val_accuracy")
+    assert set(views) == {"activation", "lr"}
+    for f, view in views.items():
+        other = [g for g in views if g != f]
+        direct = analysis.analyze_runs(runs, "val_accuracy", [f], average_over=other)
+        assert view.to_dict() == direct.to_dict() and view.varying == {}
+    lr = {c.key["lr"]: c for c in views["lr"].cells}
+    assert lr[0.1].n == 6 and lr[0.1].mean == pytest.approx(
+        sum(acc(a, "adam", s, 0.1) for a in ("relu", "tanh") for s in range(3)) / 6, abs=1e-12)
+    pair = analysis.interaction(runs, "val_accuracy", "lr", "activation")
+    assert pair.to_dict() == analysis.analyze_runs(runs, "val_accuracy", ["lr", "activation"]).to_dict()
+    assert analysis.factor_views(runs, "val_accuracy", only=["lr"]).keys() == {"lr"}
+
+
+def test_run_points_hold_every_finished_run_with_its_diverged_flag(store):
+    from engine import queries
+    points = analysis.run_points(queries.study_runs(store, "grid"), "val_accuracy", ["activation", "optimizer"])
+    assert len(points) == 2 * 2 * len(SEEDS) + 2                     # the running run is not there
+    assert int(points["diverged"].sum()) == 2                         # the diverged run and the NaN final value
+    assert set(points["optimizer"]) == {"adam", "sgd"} and points["optimizer__value"].isna().all()
+
+
+@pytest.mark.parametrize("column, values, log", [
+    ("lr", [0.001, 0.01], True),                        # a learning rate: log even with two levels
+    ("weight_decay", [0.0, 0.01, 0.1], False),          # zero has no place on a log axis
+    ("batch_size", [5, 10, 20], False),                 # a span of 4: linear
+    ("n_samples", [100, 1000, 10000], True),            # three levels over a factor of 100
+    ("activation", ["relu", "tanh"], False),
+    ("hidden", [(5,), (10, 10)], False),
+    ("momentum", [None, 0.9, 0.09, 0.009], True),       # n/a for some runs: the numbers decide
+])
+def test_log_spaced(column, values, log):
+    import pandas as pd
+    assert analysis.log_spaced(pd.DataFrame({column: pd.Series(values, dtype=object)}), column) is log
+
+
+def test_fields_another_factor_fixes_are_dropped_from_the_model_and_named(store):
+    from engine import queries
+    runs = queries.study_runs(store, "grid")
+    finished = runs[runs["status"].isin(analysis.FINISHED)]
+    every = analysis.config_factors(finished)
+    assert {"activation", "optimizer", "momentum"} <= set(every)      # momentum: n/a for adam, 0 for sgd
+    assert analysis.independent_factors(finished, every) == ["activation", "optimizer"]
+    fi = analysis.study_importance(store, "grid")
+    assert fi.factors == ("activation", "optimizer") and fi.terms
+    dropped = {d["term"]: d["reason"] for d in fi.dropped}
+    assert "momentum" in dropped and "confounded" in dropped["momentum"]
+
+
+def test_a_baseline_level_that_does_not_apply_resolves(store):
+    # momentum is n/a (None) for adam: a float column holds it as NaN, and the baseline must still find it
+    res = analyze(store, "grid", by=["optimizer", "momentum"], baseline={"optimizer": "adam", "momentum": "n/a"})
+    base = next(c for c in res.cells if c.vs_baseline_mark == "baseline")
+    assert base.key["optimizer"] == "adam" and base.key["momentum"] is None

@@ -27,6 +27,7 @@ LAYERS = (
     ("engine.tasks", "engine.models", "engine.optim", "engine.objectives"),   # data and math (torch)
     ("engine.sinks", "engine.train", "engine.inspect"),                       # the training loop and its driver
     ("engine.study",),                                                        # studies: plan, run, report
+    ("engine.report",),                                                       # findings as a document, figures
     ("engine.jobs",),                                                         # the job queue and its supervisor
     ("engine.cli", "engine.__main__"),                                        # python -m engine
     ("ui",),                                                                  # the dashboard's shared pieces

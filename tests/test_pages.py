@@ -16,7 +16,8 @@ from streamlit.testing.v1 import AppTest
 pytest_plugins = ["tests.dashboard_fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
-PAGES = ["pages/curves.py", "pages/tables.py", "pages/runs.py", "pages/sql.py"]
+PAGES = ["pages/curves.py", "pages/tables.py", "pages/factors.py", "pages/report.py", "pages/runs.py",
+         "pages/sql.py"]
 
 
 def open_app(page: str | None = None, params: dict | None = None) -> AppTest:

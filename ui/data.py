@@ -105,6 +105,53 @@ def _analyze(version, digest, _runs, metric, by, hold, average_over, interval, d
                                  baseline=None if baseline is None else dict(baseline), include_excluded=True)
 
 
+def factors(version: str, runs: pd.DataFrame, metric: str, direction: str) -> dict:
+    """The Factors page's numbers over a filtered runs frame, cached like ``analyze``: the varying factors (those
+    another does not fix), each factor's analysis (``engine.analysis.factor_views``), the run points, and the factor
+    importance (or the AnalysisError's text saying why it cannot be computed)."""
+    return _factors(version, _ids_digest(runs), runs, metric, direction)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _factors(version, digest, _runs, metric, direction):
+    finished = _runs[_runs["status"].isin(analysis.FINISHED)]
+    every = analysis.finished_factors(_runs, metric)
+    shown = analysis.independent_factors(finished, every)
+    views = analysis.factor_views(_runs, metric, direction, only=shown)
+    try:
+        importance, why = analysis.importance_of_runs(_runs, metric), None
+    except analysis.AnalysisError as exc:
+        importance, why = None, str(exc)
+    return {"factors": shown, "followers": [f for f in every if f not in shown], "views": views,
+            "points": analysis.run_points(_runs, metric, every), "log": {f: analysis.log_spaced(finished, f)
+                                                                         for f in every},
+            "importance": importance, "importance_error": why}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _interaction(version, digest, _runs, metric, first, second, direction):
+    return analysis.interaction(_runs, metric, first, second, direction)
+
+
+def interaction(version: str, runs: pd.DataFrame, metric: str, first: str, second: str,
+                direction: str) -> analysis.Analysis:
+    return _interaction(version, _ids_digest(runs), runs, metric, first, second, direction)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def study_names(version: str, root: str) -> list[str]:
+    from engine.report import study_names as names
+    return names(_store(root))
+
+
+# A resource, not data: the report holds Altair charts, which need not be copied (nothing mutates them).
+@st.cache_resource(show_spinner=False, max_entries=8)
+def report(version: str, root: str, studies: tuple[str, ...], metric: str | None):
+    """engine.report.build_report of these studies, once per store version."""
+    from engine.report import build_report
+    return build_report(_store(root), list(studies), metric)
+
+
 @st.cache_data(show_spinner=False, max_entries=4)
 def status_counts(version: str, root: str) -> pd.DataFrame:
     return queries.status_counts(_store(root))

@@ -13,6 +13,8 @@ import io
 import pandas as pd
 import streamlit as st
 
+from engine.report.latex import escape
+
 FORMATS = {  # label -> (extension, mime)
     "CSV": ("csv", "text/csv"),
     "Parquet": ("parquet", "application/vnd.apache.parquet"),
@@ -20,9 +22,6 @@ FORMATS = {  # label -> (extension, mime)
     "Markdown": ("md", "text/markdown"),
     "LaTeX": ("tex", "application/x-tex"),
 }
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
 def _flat(table: pd.DataFrame) -> pd.DataFrame:
@@ -72,9 +71,7 @@ def to_markdown(table: pd.DataFrame, best: tuple[str, str] | None = None, notes:
     return text.encode("utf-8")
 
 
-def latex_escape(text: str) -> str:
-    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-    return out.replace("±", r"$\pm$").replace("–", "--").replace("Δ", r"$\Delta$")
+latex_escape = escape  # one escaping for the tables here and the report (engine/report/latex.py)
 
 
 def to_latex(table: pd.DataFrame, best: tuple[str, str] | None = None, caption: str | None = None,

@@ -94,8 +94,18 @@ def varying_columns(runs: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[s
     return out
 
 
-def sidebar(runs: pd.DataFrame, default_columns: tuple[str, ...] = ("study", "task")) -> pd.DataFrame:
-    """Draw the filters in the sidebar and return the runs that pass them."""
+def most_recent_study(runs: pd.DataFrame) -> str | None:
+    """The study whose newest run started last (None when no run belongs to a study)."""
+    if "studies" not in runs or "started_at" not in runs:
+        return None
+    members = runs[["studies", "started_at"]].explode("studies").dropna()
+    return str(members.groupby("studies")["started_at"].max().idxmax()) if len(members) else None
+
+
+def sidebar(runs: pd.DataFrame, default_columns: tuple[str, ...] = ("study", "task"),
+            picked: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """Draw the filters in the sidebar and return the runs that pass them. ``picked``: column -> the values picked
+    while the URL names none (the Factors page opens on the most recent study)."""
     with st.sidebar:
         st.subheader("Filter runs")
         columns = filterable_columns(runs)
@@ -109,7 +119,8 @@ def sidebar(runs: pd.DataFrame, default_columns: tuple[str, ...] = ("study", "ta
         for column in shown:
             options = values_of(runs, column)
             label = column + ("" if column in varying else " (one value)")
-            selected[column] = url.multiselect(label, options, f"f.{column}", placeholder="all")
+            selected[column] = url.multiselect(label, options, f"f.{column}", placeholder="all",
+                                               default=tuple((picked or {}).get(column, ())))
         for key in [k for k in st.query_params.keys() if k.startswith("f.") and k[2:] not in shown]:
             del st.query_params[key]
         kept = apply(runs, selected)

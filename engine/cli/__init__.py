@@ -9,9 +9,11 @@
     python -m engine runs exclude|include|tag|untag|note|delete RUN_ID... [--study NAME]
     python -m engine data download mnist
     python -m engine analyze --study NAME [--by F1,F2] [--baseline F=V] [--interval std|sem|ci] [--format json]
+    python -m engine report [--study NAME ...] [--metric M] --format markdown|html|latex --out FILE
 
-One module per command group (train, store, study, jobs, runs, data, analyze), each with an
-``add_*_commands(subparsers)``; ``common`` holds the ``--store`` flag. Errors of the project are printed as one line (engine.errors), here, once.
+One module per command group (train, store, study, jobs, runs, data, analyze, report), each with an
+``add_*_commands(subparsers)``; ``common`` holds the ``--store`` flag. Errors of the project are printed as one line
+(engine.errors), here, once.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.cli.data import add_data_commands
     from engine.cli.jobs import add_job_commands
     from engine.cli.runs import add_runs_commands
+    from engine.cli.report import add_report_command
     from engine.cli.store import add_store_commands
     from engine.cli.study import add_study_commands
     from engine.cli.train import add_train_command
@@ -39,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_commands(commands)
     add_runs_commands(commands)
     add_analyze_command(commands)
+    add_report_command(commands)
     return parser
 
 

@@ -72,7 +72,7 @@ class StudyData:
     def value(self, cell: Cell, metric: Metric) -> float | None:
         """The run's value of ``metric`` (see finding_spec), or None when it did not complete or lacks it."""
         rec = self.records.get(cell.run_id)
-        if not rec or rec["status"] != "completed":
+        if not rec or rec["status"] != "completed" or rec.get("excluded"):  # excluded from analysis by a person
             return None
         if metric.mode == "final":
             v = metric_value(rec, metric.base)

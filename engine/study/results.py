@@ -26,7 +26,7 @@ def read_runs(store, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         summary = json.loads(row.get("summary_json") or "{}")
         out[row["run_id"]] = {"status": row["status"], "error": row.get("error"), "summary": summary,
                               "meta": json.loads(row.get("meta_json") or "{}"), "final": final,
-                              "n_epochs": int(row["n_epochs"])}
+                              "n_epochs": int(row["n_epochs"]), "excluded": bool(row.get("excluded") or False)}
     return out
 
 
