@@ -343,3 +343,29 @@ def test_a_launched_job_trains_on_the_cluster_and_reports_progress_live(cluster,
     assert done.outcomes == {r: "completed" for r in ids} and done.progress_done == 6
     records = [RunStore(store_dir).get(r) for r in ids]
     assert all(r.meta["job_id"] == job.id and r.meta["ray_node_ip"] == HOST and r.n_epochs == 3 for r in records)
+
+
+def test_the_runs_page_says_where_each_run_trained(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from engine.config import RunConfig
+    store = RunStore(tmp_path / "store")
+    where = {"ray_node_id": "4f1c2a9be07d" + "0" * 44, "ray_node_ip": HOST, "hostname": "node-b", "ray_attempt": 2}
+    metas = [{"device": "cpu", "hostname": "laptop"}, {"device": "cpu", **where, "executor": "ray"}]
+    ids = []
+    for seed, meta in enumerate(metas):
+        config = RunConfig(task="points", epochs=1, seed=seed)
+        writer = store.open_run(config.run_id, config.to_dict(), meta)
+        writer.log_epoch(0, {"val_loss": 0.5})
+        writer.finish("completed")
+        ids.append(config.run_id)
+    monkeypatch.setenv("ABLATION_LAB_STORE", str(store.root))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=90)
+    at.query_params["runs"] = ids
+    at.run()
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = "\n".join(c.value for c in at.caption)
+    assert f"{ids[0][:8]} trained on laptop (cpu)" in captions
+    assert f"{ids[1][:8]} trained on Ray node 4f1c2a9be07d at {HOST} (host node-b, attempt 2)" in captions
