@@ -9,6 +9,7 @@ import pytest
 from engine import queries
 from engine.store import RunStore
 from engine.study.executor import format_result, run_study
+from engine.study.ray_executor import ClusterError
 from engine.study.spec import load_study
 
 ENGINE = Path(__file__).resolve().parents[1] / "engine"
@@ -68,6 +69,9 @@ def test_ray_executor_yields_the_same_runs_as_the_local_executor(tmp_path, monke
         mnist_path = tmp_path / "mnist.toml"
         mnist_path.write_text(NEEDS_FULL_MNIST)
         no_mnist = run_study(load_study(mnist_path), ray_store, executor="ray", device="cpu", show_progress=False)
+        # CUDA: every task asks Ray for a GPU; a cluster without one is told at once, not left waiting
+        with pytest.raises(ClusterError, match="has no GPU, and --device cuda asks one per task"):
+            run_study(load_study(mnist_path), ray_store, executor="ray", device="cuda", show_progress=False)
     finally:
         ray.shutdown()
 

@@ -72,7 +72,7 @@ def run_study(spec: StudySpec, store, executor: str = "local", workers: int | No
     ``workers``: training processes (local) or Ray tasks in flight (ray). ``pool``: a TrainerPool to use (several
     studies in a row); by default the local executor starts its own when it trains on more than one process.
     ``address``, ``retries``: the Ray cluster, and how often a stack lost with its node is sent again (ray only);
-    a cluster that cannot be used raises ClusterConnectionError before anything is recorded.
+    a cluster that cannot be used raises ClusterError before anything is recorded.
     """
     from engine.train import resolve_device
 

@@ -13,7 +13,7 @@ remain; past that the runs stay failed, and a rerun of the study trains them (fa
 
 Connecting (``connect``): the address's port is probed first, then ``ray.init`` joins the cluster with the ``engine``
 package travelling with the job (``py_modules``), so nodes need only torch and the data dependencies installed. A
-cluster that cannot be reached, or that runs another Ray or Python version, raises ``ClusterConnectionError``: one
+cluster that cannot be reached, or that runs another Ray or Python version, raises ``ClusterError``: one
 line naming the address and what to check. If Ray is already initialised (a notebook, a test), that session is used.
 
 At most one task per cluster CPU is in flight (longest first, as the local executor), so Ctrl-C knows which stacks
@@ -42,8 +42,9 @@ GCS_CONNECT_RETRIES = "10"
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 
 
-class ClusterConnectionError(Exception):
-    """The Ray cluster at the given address cannot be used; the message names the address and what to check."""
+class ClusterError(Exception):
+    """The Ray cluster cannot be used (unreachable, another Ray or Python version, no GPU for a CUDA study); the
+    message names the address and what to check."""
 
 
 # --- on the node -----------------------------------------------------------------------------------------------------
@@ -131,13 +132,13 @@ def _train_stack_task(config_dicts: list[dict], device: str) -> Iterator[tuple]:
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not isinstance(address, str) or not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ClusterConnectionError(f"Ray address {address!r}: expected HOST:PORT, the address `ray start --head` "
+        raise ClusterError(f"Ray address {address!r}: expected HOST:PORT, the address `ray start --head` "
                                      f"printed (e.g. 127.0.0.1:6379), or ray://HOST:PORT for Ray Client")
     return host.strip("[]"), int(port)
 
 
 def check_address(address: str) -> str:
-    """``address`` when it has the shape of a cluster address; ClusterConnectionError saying the shape otherwise."""
+    """``address`` when it has the shape of a cluster address; ClusterError saying the shape otherwise."""
     _split_address(address)
     return address
 
@@ -180,7 +181,7 @@ def connect(address: str | None) -> None:
         try:
             socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
         except OSError as exc:
-            raise ClusterConnectionError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}): "
+            raise ClusterError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}): "
                                          f"{_what_to_check(address)}") from None
         _use_token_if_available()  # before Ray is imported: it reads its settings then
     os.environ.setdefault("RAY_NUM_REDIS_GET_RETRIES", GCS_CONNECT_RETRIES)
@@ -197,7 +198,7 @@ def connect(address: str | None) -> None:
     except Exception as exc:  # version mismatch, auth, a GCS that does not answer: Ray says it in many shapes
         if not address:
             raise
-        raise ClusterConnectionError(f"cannot use the Ray cluster at {address} ({_reason(exc)}): "
+        raise ClusterError(f"cannot use the Ray cluster at {address} ({_reason(exc)}): "
                                      f"{_what_to_check(address)}") from None
 
 
@@ -254,12 +255,19 @@ class RayExecutor:
         import ray
 
         self.connect()
-        cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
-        self.parallelism = limit = self.workers or cpus
         device = str(work.device)
+        resources = ray.cluster_resources()
         options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}
-        if device.startswith("cuda"):
+        slots = int(resources.get("CPU", 1)) or 1
+        if device.startswith("cuda"):  # one GPU per task: Ray places it only on a node with a free GPU
             options["num_gpus"] = 1
+            slots = int(resources.get("GPU", 0))
+            if not slots:
+                raise ClusterError(
+                    f"the Ray cluster{f' at {self.address}' if self.address else ''} has no GPU, and --device "
+                    f"{device} asks one per task: start its GPU nodes with `ray start ... --num-gpus N`, or train "
+                    f"with --device cpu")
+        self.parallelism = limit = self.workers or slots
         remote = ray.remote(**options)(_train_stack_task)
         pending = [(i, 1) for i in range(len(stacks))]
         in_flight: dict[Any, _Attempt] = {}
