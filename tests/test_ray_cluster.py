@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Iterator
 
@@ -369,3 +370,24 @@ def test_the_runs_page_says_where_each_run_trained(tmp_path, monkeypatch):
     captions = "\n".join(c.value for c in at.caption)
     assert f"{ids[0][:8]} trained on laptop (cpu)" in captions
     assert f"{ids[1][:8]} trained on Ray node 4f1c2a9be07d at {HOST} (host node-b, attempt 2)" in captions
+
+
+def test_an_address_that_accepts_but_never_answers_gets_one_error_line_and_exit_2(tmp_path):
+    """The connection wait is bounded: a port that takes connections and says nothing (not a Ray head)."""
+    study, _ = write_study(tmp_path, "silent", [4])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ABLATION_LAB_PAUSE"))}
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        done = subprocess.run([sys.executable, "-m", "engine", "study", "run", str(study), "--executor", "ray",
+                               "--address", address, "--store", str(tmp_path / "store")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: the Ray cluster at {address} did not answer within 20 s: check that "
+                      f"`ray start --head --port {address.rsplit(':', 1)[1]}` runs there and that this machine "
+                      f"reaches it; every node must run Ray {version('ray')} and Python {sys.version.split()[0]} as "
+                      f"this one does, and share its auth token (RAY_AUTH_TOKEN or ~/.ray/auth_token) when the "
+                      f"cluster uses one"], done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""

@@ -11,10 +11,11 @@ A node lost mid-stack (its worker or the whole node died): the runs the driver h
 as ``failed`` with the reason, then the stack is sent again (``retries`` times at most, default 2) to the nodes that
 remain; past that the runs stay failed, and a rerun of the study trains them (failed runs are never cached).
 
-Connecting (``connect``): the address's port is probed first, then ``ray.init`` joins the cluster with the ``engine``
-package travelling with the job (``py_modules``), so nodes need only torch and the data dependencies installed. A
-cluster that cannot be reached, or that runs another Ray or Python version, raises ``ClusterError``: one
-line naming the address and what to check. If Ray is already initialised (a notebook, a test), that session is used.
+Connecting (``connect``): the address's port is probed first (5 s), then ``ray.init`` joins the cluster (at most
+20 s) with the ``engine`` package travelling with the job (``py_modules``), so nodes need only torch and the data
+dependencies installed. A cluster that cannot be reached, does not answer, or runs another Ray or Python version
+raises ``ClusterError``: one line naming the address and what to check. If Ray is already initialised (a notebook,
+a test), that session is used.
 
 At most one task per cluster CPU is in flight (longest first, as the local executor), so Ctrl-C knows which stacks
 were running: those are cancelled in Ray and their open runs recorded as ``cancelled``.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -37,6 +39,7 @@ if TYPE_CHECKING:  # engine.train imports torch: the CLI imports this module for
 RAY_ADDRESS_ENV = "ABLATION_LAB_RAY_ADDRESS"  # the cluster `study run --executor ray` and the Launch page use
 DEFAULT_RETRIES = 2
 PROBE_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 20.0  # with the probe, one line within 30 s whatever listens at the address
 # ray.init retries the GCS once a second this many times; Ray's default (20) plus the probe would exceed 30 s.
 GCS_CONNECT_RETRIES = "10"
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"
@@ -192,14 +195,34 @@ def connect(address: str | None) -> None:
     runtime_env: dict[str, Any] = {"py_modules": [engine_dir], "excludes": ["__pycache__", "*.pyc"]}
     if _forwarded_env():
         runtime_env["env_vars"] = _forwarded_env()
-    try:
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
-                 logging_level=logging.WARNING)
-    except Exception as exc:  # version mismatch, auth, a GCS that does not answer: Ray says it in many shapes
-        if not address:
-            raise
-        raise ClusterError(f"cannot use the Ray cluster at {address} ({_reason(exc)}): "
-                                     f"{_what_to_check(address)}") from None
+    options = dict(address=address or None, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
+                   logging_level=logging.WARNING)
+    if not address:
+        ray.init(**options)
+        return
+    # Something that accepts the connection but never answers as Ray does keeps ray.init retrying for minutes:
+    # it runs in a thread, and the wait for it is bounded (the thread dies with the process).
+    result: dict[str, BaseException | None] = {}
+
+    def join() -> None:
+        try:
+            ray.init(**options)
+            result["error"] = None
+        except BaseException as exc:  # noqa: BLE001  (handed to the caller's thread)
+            result["error"] = exc
+
+    # Ray's driver keeps its default SIGTERM handling off the main thread, and says so; ours stays in place.
+    logging.getLogger("ray._private.worker").addFilter(
+        lambda record: not record.getMessage().startswith("SIGTERM handler is not set"))
+    joining = threading.Thread(target=join, name="ray-connect", daemon=True)
+    joining.start()
+    joining.join(CONNECT_TIMEOUT_S)
+    if "error" not in result:
+        raise ClusterError(f"the Ray cluster at {address} did not answer within {CONNECT_TIMEOUT_S:g} s: "
+                           f"{_what_to_check(address)}")
+    if result["error"] is not None:  # version mismatch, auth, a GCS that refuses: Ray says it in many shapes
+        raise ClusterError(f"cannot use the Ray cluster at {address} ({_reason(result['error'])}): "
+                           f"{_what_to_check(address)}")
 
 
 def trained_on(meta: dict[str, Any]) -> str:
