@@ -391,3 +391,25 @@ def test_an_address_that_accepts_but_never_answers_gets_one_error_line_and_exit_
                       f"this one does, and share its auth token (RAY_AUTH_TOKEN or ~/.ray/auth_token) when the "
                       f"cluster uses one"], done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_ctrl_c_cancels_the_running_stack_and_a_rerun_trains_what_is_missing(cluster, tmp_path):
+    study, ids = write_study(tmp_path, "interrupted", [3, 11])
+    store_dir, pause_dir = tmp_path / "store", tmp_path / "pause"
+    pause_dir.mkdir()
+    with driving(cluster, study, store_dir, pause_dir=pause_dir) as proc:
+        wait_for_paused_tasks(proc, pause_dir, n=1)  # the head's one CPU: one stack in flight, one waiting
+        store = RunStore(store_dir)
+        wait_for(lambda: sum(1 for r in ids if (rec := store.get(r)) and rec.n_epochs == 1) == 2, timeout=60,
+                 what="the running stack's first epochs in the store")
+        proc.send_signal(signal.SIGINT)
+        code, out, err = finish(proc)
+    (pause_dir / f"resume-{PAUSE}").write_text("")  # the cancelled task, if it still waits, goes and stops
+    assert code == 130, (out, err)
+    statuses = {r: (rec.status if (rec := store.get(r)) else "not started") for r in ids}
+    assert sorted(statuses.values()) == ["cancelled", "cancelled", "not started", "not started"], statuses
+    assert "interrupted: finished runs are kept in the store" in out
+    with driving(cluster, study, store_dir) as proc:
+        code, out, err = finish(proc)
+    assert code == 0, (out, err)
+    assert "0 were cached, 4 ran now" in out and {store.get(r).status for r in ids} == {"completed"}

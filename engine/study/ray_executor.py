@@ -26,6 +26,7 @@ import os
 import socket
 import sys
 import threading
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -327,7 +328,8 @@ class RayExecutor:
                         self._apply(attempt, event, work)
         except KeyboardInterrupt:
             for generator, attempt in in_flight.items():
-                ray.cancel(generator, force=False)
+                with suppress(Exception):  # a task already gone cannot be cancelled; its runs are recorded anyway
+                    ray.cancel(generator, force=False)
                 work.stopped(attempt.index, self._close(attempt, "cancelled by the user", status="cancelled"))
             raise
 
