@@ -2,12 +2,14 @@
 cancel them. The work runs in the store's supervisor process, outside this script (see engine/jobs/)."""
 from __future__ import annotations
 
+import os
 import time
 
 import streamlit as st
 
 from engine.config import RunConfig
 from engine.study.builder import study_data, to_toml
+from engine.study.ray_executor import RAY_ADDRESS_ENV
 from ui import jobs_panel, launch_form, study_builder
 from ui.state import ensure_router, guard, store_root
 
@@ -26,6 +28,14 @@ timeout_s = 60 * c[1].number_input("Wall-clock limit per job (minutes)", min_val
                                    help="A job still running after this long stops as timed_out; finished runs "
                                         "are kept")
 
+ray_address = None
+if st.toggle("Train on a Ray cluster", value=bool(os.environ.get(RAY_ADDRESS_ENV)), key="launch.on_ray",
+             help="Send the runs' stacks to a cluster started with `ray start` (docs/cluster.md); the job still "
+                  "counts against this machine's queue limits, and its epochs reach the store live"):
+    ray_address = st.text_input("Ray cluster address", value=os.environ.get(RAY_ADDRESS_ENV, ""),
+                                key="launch.ray_address", placeholder="HOST:6379",
+                                help=f"As `ray start --head` printed it [default: ${RAY_ADDRESS_ENV}]").strip() or None
+
 one_run, study = st.tabs(["One run", "Study"])
 
 with one_run:
@@ -39,8 +49,9 @@ with one_run:
     if error is not None:
         st.error(error)
     jobs_panel.launch_button("Launch run", "launch_run", error is not None,
-                             lambda: jobs_panel.submit("run", [values], None, device, timeout_s),
-                             what=(values, device, timeout_s))
+                             lambda: jobs_panel.submit("run", [values], None, device, timeout_s,
+                                                       ray_address=ray_address),
+                             what=(values, device, timeout_s, ray_address))
 
 with study:
     if "study.name" not in st.session_state:
@@ -65,8 +76,8 @@ with study:
         st.info(study_builder.summary_text(s))
     jobs_panel.launch_button("Launch study", "launch_study", error is not None,
                              lambda: jobs_panel.submit("study", s["spec"].configs(), s["spec"].study_name, device,
-                                                       timeout_s, spec=to_toml(data)),
-                             what=(data, device, timeout_s))
+                                                       timeout_s, spec=to_toml(data), ray_address=ray_address),
+                             what=(data, device, timeout_s, ray_address))
 
 st.subheader("Jobs")
 jobs_panel.fragment_jobs_panel()

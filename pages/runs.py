@@ -59,6 +59,9 @@ st.dataframe(finals.map(lambda v: f"{v:.5g}" if isinstance(v, float) and v == v 
 errors = sel[sel["error"].notna()] if "error" in sel else sel.iloc[0:0]
 for _, r in errors.iterrows():
     st.caption(f"{r['run_id'][:8]}: {r['error']}")
+with guard("reading where the runs trained"):
+    st.caption(" · ".join(f"{rid[:8]} trained on {where}"
+                          for rid, where in data.trained_on(version, root, tuple(chosen)).items()))
 
 st.subheader("Curves")
 metrics = data.metrics_of(sel)

@@ -162,3 +162,35 @@ def test_cancel_button_cancels_a_queued_job(store_root):
     assert queue.require(job.id).state == "cancelled"
     assert not at.exception
     assert at.button(key=f"requeue-{job.id}")  # a cancelled job can be queued again
+
+
+def test_a_study_goes_to_the_configured_ray_cluster_under_the_same_queue_cap(store_root, monkeypatch):
+    monkeypatch.setenv("ABLATION_LAB_RAY_ADDRESS", "127.0.0.2:6390")
+    monkeypatch.setenv("ABLATION_LAB_MAX_QUEUED", "1")
+    at = open_page()
+    assert at.toggle(key="launch.on_ray").value is True                       # on when a cluster is configured
+    assert at.text_input(key="launch.ray_address").value == "127.0.0.2:6390"
+    at.number_input(key="study.epochs").set_value(2).run()
+    at.button(key="launch_study").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    [job] = JobQueue(store_root).jobs()
+    assert job.kind == "study" and job.ray_address == "127.0.0.2:6390" and job.n_runs == 2
+    # the cluster job counts against the same queue cap as one on this machine
+    at.number_input(key="study.epochs").set_value(3).run()
+    at.button(key="launch_study").click().run()
+    assert any("queue is full" in e.value for e in at.error), texts(at)
+    # an address of the wrong shape is refused with what is expected, nothing queued
+    monkeypatch.setenv("ABLATION_LAB_MAX_QUEUED", "5")
+    at.text_input(key="launch.ray_address").input("no-port-here").run()
+    at.button(key="launch_study").click().run()
+    assert any("expected HOST:PORT" in e.value for e in at.error), texts(at)
+    assert len(JobQueue(store_root).jobs()) == 1
+
+
+def test_without_a_configured_cluster_jobs_train_on_this_machine(store_root, monkeypatch):
+    monkeypatch.delenv("ABLATION_LAB_RAY_ADDRESS", raising=False)
+    at = open_page()
+    assert at.toggle(key="launch.on_ray").value is False
+    at.button(key="launch_run").click().run()
+    [job] = JobQueue(store_root).jobs()
+    assert job.ray_address is None

@@ -9,6 +9,7 @@ import pytest
 from engine import queries
 from engine.store import RunStore
 from engine.study.executor import format_result, run_study
+from engine.study.ray_executor import ClusterError
 from engine.study.spec import load_study
 
 ENGINE = Path(__file__).resolve().parents[1] / "engine"
@@ -37,12 +38,26 @@ lr = 0.01
 """
 
 
+NEEDS_FULL_MNIST = """\
+name = "full-mnist-on-ray"
+metric = "val_loss"
+seeds = [0]
+[base]
+task = "mnist"
+dataset = "full"
+epochs = 1
+"""
+
+
 @pytest.mark.timeout(240)
-def test_ray_executor_yields_the_same_runs_as_the_local_executor(tmp_path):
+def test_ray_executor_yields_the_same_runs_as_the_local_executor(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     path = tmp_path / "study.toml"
     path.write_text(STUDY)
     spec = load_study(path)
+    no_data = tmp_path / "no-mnist-here"
+    no_data.mkdir()
+    monkeypatch.setenv("ABLATION_LAB_DATA", str(no_data))  # Ray's workers, started below, see this folder
     local_store, ray_store = RunStore(tmp_path / "local"), RunStore(tmp_path / "ray")
     local = run_study(spec, local_store, workers=2, device="cpu", show_progress=False)
 
@@ -51,6 +66,12 @@ def test_ray_executor_yields_the_same_runs_as_the_local_executor(tmp_path):
     try:
         remote = run_study(spec, ray_store, executor="ray", device="cpu", show_progress=False)
         again = run_study(spec, ray_store, executor="ray", device="cpu", show_progress=False)
+        mnist_path = tmp_path / "mnist.toml"
+        mnist_path.write_text(NEEDS_FULL_MNIST)
+        no_mnist = run_study(load_study(mnist_path), ray_store, executor="ray", device="cpu", show_progress=False)
+        # CUDA: every task asks Ray for a GPU; a cluster without one is told at once, not left waiting
+        with pytest.raises(ClusterError, match="has no GPU, and --device cuda asks one per task"):
+            run_study(load_study(mnist_path), ray_store, executor="ray", device="cuda", show_progress=False)
     finally:
         ray.shutdown()
 
@@ -76,3 +97,10 @@ def test_ray_executor_yields_the_same_runs_as_the_local_executor(tmp_path):
     # membership was recorded by the driver for every cell
     members = queries.sql(ray_store, "SELECT run_id FROM study_members WHERE study = 'ray-vs-local'")
     assert set(members["run_id"]) == set(ids)
+
+    # A node without full MNIST fails the stack's runs, saying which node and how to provide the data.
+    [(rid, outcome)] = no_mnist.outcomes.items()
+    assert outcome.status == "failed" and ray_store.get(rid).status == "failed"
+    error = ray_store.get(rid).error
+    assert error.startswith("on Ray node ") and "full MNIST not found" in error and str(no_data) in error
+    assert "python -m engine data download mnist" in error

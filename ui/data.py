@@ -16,6 +16,7 @@ import streamlit as st
 
 from engine import analysis, queries
 from engine.config import FIELD_KINDS
+from engine.study.ray_executor import trained_on as _trained_on
 
 from ui.state import _store
 
@@ -66,6 +67,13 @@ def curves(version: str, root: str, run_ids, metrics: tuple[str, ...]) -> pd.Dat
 def _curves(version: str, root: str, digest: str, _run_ids: tuple[str, ...], metrics: tuple[str, ...]):
     df = queries.curves(_store(root), list(_run_ids), list(metrics))
     return df.drop(columns=[c for c in ("attempt",) if c in df])
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def trained_on(version: str, root: str, run_ids: tuple[str, ...]) -> dict[str, str]:
+    """run_id -> where it trained (its Ray node, or the host), from each run's meta."""
+    store = _store(root)
+    return {rid: _trained_on(rec.meta) for rid in run_ids if (rec := store.get(rid)) is not None}
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -68,17 +68,17 @@ def limits() -> Limits:
 # --- submitting -------------------------------------------------------------------------------------------------------
 
 def submit(kind: str, configs: list, study: str | None, device: str, timeout_s: float,
-           spec: str | None = None) -> Submitted:
+           spec: str | None = None, ray_address: str | None = None) -> Submitted:
     """Queue once per click: the client token is kept while the submitted content stays the same, so a double
     click (or any rerun that repeats the click) returns the job that already exists."""
     queue = get_queue()
     run_ids = [c.run_id for c in validate_configs(configs)]
-    content = job_id_for(kind, run_ids, study, device, float(timeout_s), None)
+    content = job_id_for(kind, run_ids, study, device, float(timeout_s), None, ray_address)
     last = st.session_state.get("launch.last")
     token = last[1] if last is not None and last[0] == content else secrets.token_hex(8)
     st.session_state["launch.last"] = (content, token)
     submitted = queue.submit(kind, configs, study=study, device=device, timeout_s=timeout_s, client_token=token,
-                             limits=limits(), spec=spec)
+                             limits=limits(), spec=spec, ray_address=ray_address)
     ensure_supervisor(queue.root, wait_s=0.5)
     return submitted
 

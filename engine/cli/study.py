@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from engine.cli.common import add_store_flag, open_store
+from engine.study.ray_executor import RAY_ADDRESS_ENV
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +45,12 @@ def add_study_commands(commands) -> None:
     run.add_argument("--executor", default="local", choices=("local", "ray"),
                      help="local: training processes on this machine; ray: tasks on a Ray cluster "
                           "[default: local]")
-    run.add_argument("--address", default=None,
-                     help="Ray cluster address (e.g. HOST:6379 or ray://HOST:10001) [default: a local Ray]")
+    run.add_argument("--address", default=os.environ.get(RAY_ADDRESS_ENV) or None,
+                     help="Ray cluster address, as `ray start --head` printed it (e.g. HOST:6379 or "
+                          f"ray://HOST:10001); see docs/cluster.md [default: ${RAY_ADDRESS_ENV}, else a local Ray]")
+    run.add_argument("--retries", type=int, default=None,
+                     help="ray: how many times a stack lost with its node is sent again to the remaining nodes "
+                          "[default: 2]")
     _device_flag(run)
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
@@ -97,14 +103,17 @@ def _check_workers(workers: int | None) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.study.executor import format_result, run_study
-    from engine.study.spec import load_study
+    from engine.study.spec import StudyError, load_study
     _check_workers(args.workers)
     if args.executor == "local":
         _check_device(args.device)
+    if args.retries is not None and args.retries < 0:
+        raise StudyError(f"--retries must be >= 0, got {args.retries}")
     spec = load_study(args.file, quick=args.quick)
     store = open_store(args, writing="run a study")
     result = run_study(spec, store, executor=args.executor, workers=args.workers, device=args.device,
-                       address=args.address, show_progress=not args.quiet)
+                       address=args.address if args.executor == "ray" else None, retries=args.retries,
+                       show_progress=not args.quiet)
     print(format_result(result))
     if result.interrupted:
         return 130

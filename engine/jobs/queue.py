@@ -76,6 +76,7 @@ class Job:
     client_token: str | None = None
     attempts: int = 0                      # how many times it started (re-queued jobs start again)
     spec: str | None = None                # a study job's spec as TOML (python -m engine study run FILE reruns it)
+    ray_address: str | None = None         # train on this Ray cluster (docs/cluster.md) instead of this machine
     updated_at: float = 0.0
     format: int = FORMAT
 
@@ -162,9 +163,12 @@ def check_study_name(study: str | None, kind: str) -> str | None:
 
 
 def job_id_for(kind: str, run_ids: list[str], study: str | None, device: str, timeout_s: float,
-               client_token: str | None) -> str:
-    payload = json.dumps({"v": FORMAT, "kind": kind, "run_ids": run_ids, "study": study, "device": device,
-                          "timeout_s": timeout_s, "token": client_token}, sort_keys=True, separators=(",", ":"))
+               client_token: str | None, ray_address: str | None = None) -> str:
+    content = {"v": FORMAT, "kind": kind, "run_ids": run_ids, "study": study, "device": device,
+               "timeout_s": timeout_s, "token": client_token}
+    if ray_address is not None:  # only then: the ids of jobs on this machine stay what they were
+        content["ray_address"] = ray_address
+    payload = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -328,11 +332,12 @@ class JobQueue:
 
     def submit(self, kind: str, configs: Iterable[RunConfig | dict], study: str | None = None,
                device: str = "auto", timeout_s: float | None = None, client_token: str | None = None,
-               limits: Limits | None = None, spec: str | None = None) -> Submitted:
+               limits: Limits | None = None, spec: str | None = None, ray_address: str | None = None) -> Submitted:
         """Validate and queue a job; the same submission twice returns the first job (``created`` False).
 
         Raises ConfigError (the config's own message), JobValidationError, or QueueFullError when the queue holds
-        ``limits.max_queued`` queued jobs already."""
+        ``limits.max_queued`` queued jobs already. ``ray_address``: the job trains on that Ray cluster; it counts
+        against the same limits as a job on this machine."""
         if kind not in KINDS:
             raise JobValidationError(f"job kind must be one of {', '.join(KINDS)}, got {kind!r}")
         cfgs = validate_configs(configs)
@@ -346,8 +351,11 @@ class JobQueue:
             raise JobValidationError(f"client_token must be a string of at most {MAX_TOKEN} characters")
         if spec is not None and (not isinstance(spec, str) or len(spec) > 1_000_000):
             raise JobValidationError("spec must be the study's TOML text (at most 1 MB)")
+        if ray_address is not None:
+            from engine.study.ray_executor import check_address
+            check_address(ray_address)
         run_ids = [c.run_id for c in cfgs]
-        job_id = job_id_for(kind, run_ids, study, device, timeout_s, client_token)
+        job_id = job_id_for(kind, run_ids, study, device, timeout_s, client_token, ray_address)
         with self.locked():
             existing = self.get(job_id)
             if existing is not None:
@@ -362,7 +370,8 @@ class JobQueue:
             total = sum(c.epochs for c in cfgs)
             job = Job(id=job_id, kind=kind, configs=tuple(c.to_dict() for c in cfgs), run_ids=tuple(run_ids),
                       study=study, device=device, timeout_s=timeout_s, created_at=now,
-                      label=_label(kind, cfgs, study), progress_total=total, client_token=client_token, spec=spec)
+                      label=_label(kind, cfgs, study), progress_total=total, client_token=client_token, spec=spec,
+                      ray_address=ray_address)
             job = self._write(job)
         return Submitted(job, created=True)
 

@@ -153,9 +153,10 @@ class JobSink(StoreSink):
             print(f"could not record run {self.run_id} as {status}: {e}", file=sys.stderr)
 
 
-def execute(queue, job, store, device: str, report: Reporter) -> dict[str, str]:
+def execute(queue, job, store, device: str, report: Reporter, executor=None) -> dict[str, str]:
     """Train the job's runs that the store lacks (engine.train.run_configs: completed or diverged runs are never
-    retrained), stack by stack, reporting progress. Returns run_id -> outcome ('cached' for a cache hit)."""
+    retrained), stack by stack, reporting progress. Returns run_id -> outcome ('cached' for a cache hit).
+    ``executor``: where the stacks train (default: here, one after the other; a RayExecutor for a cluster job)."""
     from engine.jobs.queue import validate_configs
     from engine.train import run_configs
 
@@ -182,7 +183,7 @@ def execute(queue, job, store, device: str, report: Reporter) -> dict[str, str]:
     meta = {"job_id": job.id, "pid": os.getpid(), **({"study": job.study} if job.study else {})}
     try:
         run_configs(configs, store, device=device, extra_meta=meta, sink_factory=sink, on_outcomes=record,
-                    progress=lambda event: report(progress_done=event["run_epochs_done"]))
+                    executor=executor, progress=lambda event: report(progress_done=event["run_epochs_done"]))
     except KeyboardInterrupt as stop:
         status, reason = stop_of(stop)
         for s in opened:
@@ -227,6 +228,15 @@ def main(argv: list[str] | None = None) -> int:
         from engine.store import RunStore
         from engine.train import device_name, resolve_device
 
+        if job.ray_address:  # each node resolves the device itself; the job's process only drives
+            from engine.study.ray_executor import RayExecutor
+            executor = RayExecutor(job.ray_address)
+            executor.connect()
+            report(force=True, device_used=f"ray {job.ray_address} ({job.device})")
+            print(f"job {job.id} attempt {args.attempt}: {len(job.run_ids)} run(s) on the Ray cluster at "
+                  f"{job.ray_address}", file=sys.stderr, flush=True)
+            execute(queue, job, RunStore(args.store), job.device, report, executor)
+            return EXIT_OK
         device = job_device(job.device, job.slot or 0)
         try:
             resolved = resolve_device(device)

@@ -66,11 +66,13 @@ class StudyResult:
 
 def run_study(spec: StudySpec, store, executor: str = "local", workers: int | None = None, device: str = "auto",
               address: str | None = None, show_progress: bool = True, max_stack: int = 64,
-              out=None, pool: TrainerPool | None = None) -> StudyResult:
+              out=None, pool: TrainerPool | None = None, retries: int | None = None) -> StudyResult:
     """Train the study's missing runs; see the module docstring. Never raises for a failed or diverged run.
 
     ``workers``: training processes (local) or Ray tasks in flight (ray). ``pool``: a TrainerPool to use (several
     studies in a row); by default the local executor starts its own when it trains on more than one process.
+    ``address``, ``retries``: the Ray cluster, and how often a stack lost with its node is sent again (ray only);
+    a cluster that cannot be used raises ClusterError before anything is recorded.
     """
     from engine.train import resolve_device
 
@@ -81,6 +83,11 @@ def run_study(spec: StudySpec, store, executor: str = "local", workers: int | No
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     started = time.perf_counter()
     dev = resolve_device(device) if executor == "local" else None
+    ray_runner = None
+    if executor == "ray":
+        from engine.study.ray_executor import DEFAULT_RETRIES, RayExecutor
+        ray_runner = RayExecutor(address, workers, DEFAULT_RETRIES if retries is None else retries)
+        ray_runner.connect()
     if executor == "ray":
         n_workers = workers or 0  # 0: as many as the cluster has CPUs (decided once connected)
     elif dev.type != "cpu":
@@ -92,9 +99,8 @@ def run_study(spec: StudySpec, store, executor: str = "local", workers: int | No
     result = StudyResult(spec, plan, executor=executor, workers=max(n_workers, 1))
     missing = [c.config for c in plan.missing]
     own_pool = None
-    if executor == "ray":
-        from engine.study.ray_executor import RayExecutor
-        runner: StackExecutor = RayExecutor(address, workers)
+    if ray_runner is not None:
+        runner: StackExecutor = ray_runner
     elif dev.type == "cpu" and n_workers > 1:
         _warm_up()  # before the pool forks its processes: they inherit the imports
         runner = pool if pool is not None else (own_pool := TrainerPool(n_workers))
