@@ -87,13 +87,24 @@ def varying_columns(runs: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[s
     return out
 
 
-def sidebar(runs: pd.DataFrame, default_columns: tuple[str, ...] = ("study", "task")) -> pd.DataFrame:
-    """Draw the filters in the sidebar and return the runs that pass them."""
+def sidebar(runs: pd.DataFrame, default_columns: tuple[str, ...] = ("study", "task"),
+            open_on_latest: bool = True) -> pd.DataFrame:
+    """Draw the filters in the sidebar and return the runs that pass them.
+
+    ``open_on_latest``: a link that names no filter (and no runs) opens on the most recent study, written into the
+    URL so that the link keeps showing that study after newer ones are trained."""
+    from ui.defaults import latest_study
+
     with st.sidebar:
         st.subheader("Filter runs")
         columns = filterable_columns(runs)
         varying = set(varying_columns(runs)) | {"study", "status"}
-        in_url = [k[2:] for k in st.query_params.keys() if k.startswith("f.") and k[2:] in columns]
+        asked = [k[2:] for k in st.query_params.keys() if k.startswith("f.")]
+        url.ignored("filter on", [c for c in asked if c not in columns], "the other filters")
+        in_url = [c for c in asked if c in columns]
+        if open_on_latest and not asked and "runs" not in st.query_params and (study := latest_study(runs)):
+            st.query_params["f.study"] = study
+            in_url = ["study"]
         defaults = [c for c in default_columns if c in columns]
         shown = url.multiselect("Filter on", columns, "filters", default=tuple(dict.fromkeys(defaults + in_url)),
                                 help="Any config column, the study, or the status. Each filter keeps the runs "
@@ -102,9 +113,16 @@ def sidebar(runs: pd.DataFrame, default_columns: tuple[str, ...] = ("study", "ta
         for column in shown:
             options = values_of(runs, column)
             label = column + ("" if column in varying else " (one value)")
-            selected[column] = url.multiselect(label, options, f"f.{column}", placeholder="all")
+            selected[column] = url.multiselect(label, options, f"f.{column}", placeholder="all",
+                                               keep_empty=column == "study" and open_on_latest)
         for key in [k for k in st.query_params.keys() if k.startswith("f.") and k[2:] not in shown]:
             del st.query_params[key]
         kept = apply(runs, selected)
         st.caption(f"{len(kept):,} of {len(runs):,} runs match")
     return kept
+
+
+def chosen_study(runs: pd.DataFrame) -> str | None:
+    """The one study the sidebar's filter picks (None: none or several)."""
+    picked = [v for v in url.get_all("f.study") if v not in (url.EVERYTHING, MISSING)]
+    return picked[0] if len(picked) == 1 else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ui import data
+from ui import data, url
 from ui.state import guard, store_root, store_version
 
 DEMO_HINT = ("Open **Overview** and press *Run the quick demo study*, or train from a terminal: "
@@ -35,6 +35,7 @@ def load_runs() -> tuple[str, str, pd.DataFrame]:
     if runs.empty:
         st.info(f"The run store at `{root}` has no runs yet. {DEMO_HINT}")
         st.stop()
+    url.start_notices()
     return root, version, runs
 
 
