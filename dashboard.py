@@ -7,7 +7,7 @@ import streamlit as st
 
 from ui import charts, data, demo
 from ui.outcomes import what_happened
-from ui.overview import show_studies, studies_table
+from ui.overview import full_height, show_studies, studies_table
 from ui.page import show_problems
 from ui.state import get_store, guard, store_root, store_version
 
@@ -65,7 +65,8 @@ def overview() -> None:
             "lr"] + headline
     recent = runs.sort_values("started_at", ascending=False, na_position="last").head(RECENT)
     recent = recent.assign(**{"what happened": recent.apply(what_happened, axis=1)})
-    st.dataframe(recent[[c for c in show if c in recent]], hide_index=True, column_config={
+    st.dataframe(recent[[c for c in show if c in recent]], hide_index=True, height=full_height(len(recent)),
+                 column_config={
         c: st.column_config.NumberColumn(c.replace("final_", ""), format="%.4g") for c in headline})
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import charts, data, url
-from ui.defaults import defaults_for
+from ui.defaults import defaults_for, latest_study
 from ui.filters import chosen_study, sidebar
 from ui.page import load_runs, stop_if_empty
 from ui.shape import curve_frame, fit_range, is_fraction, mode_of
@@ -16,7 +16,8 @@ NONE = "(none)"
 ensure_router()
 st.title("Curves")
 root, version, runs = load_runs()
-runs = sidebar(runs, default_columns=("study", "task", "activation", "optimizer", "loss", "lr"))
+runs = sidebar(runs, default_columns=("study", "task", "activation", "optimizer", "loss", "lr"),
+               open_on=latest_study(runs))
 stop_if_empty(runs)
 
 metrics = data.metrics_of(runs)

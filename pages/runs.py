@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from ui import charts, data, url
-from ui.defaults import defaults_for
+from ui.defaults import defaults_for, latest_study
 from ui.filters import chosen_study, fmt, sidebar
 from ui.outcomes import ranked, run_table, what_happened
 from ui.page import load_runs, stop_if_empty
@@ -21,7 +21,7 @@ from ui.state import ensure_router, guard
 ensure_router()
 st.title("Runs side by side")
 root, version, runs = load_runs()
-runs = sidebar(runs, default_columns=("study", "task", "status"))
+runs = sidebar(runs, default_columns=("study", "task", "status"), open_on=latest_study(runs))
 stop_if_empty(runs)
 
 # The same defaults however one arrives: the study's headline metric, its factors, and its best and worst runs.

@@ -162,3 +162,57 @@ def test_fit_range_leaves_out_a_blow_up_and_clips_fractions():
     assert left_out == 1 and len(kept) == 5
     assert domain[0] >= 0.0 and domain[1] == 1.0
     assert kept["hi"].max() == 1.0 and kept["lo"].min() == 0.3
+
+
+def test_sql_examples_load_in_one_click_and_one_filters_by_study(studies):
+    at = open_app("pages/sql.py")
+    no_exception(at)
+    at.button(key="example_0").click().run()  # the newest study's example comes first
+    no_exception(at)
+    query = at.text_area(key="url_q").value
+    assert "JOIN study_members" in query and f"'{NEW_STUDY}'" in query
+    result = at.dataframe[0].value
+    assert set(result["run_id"]) <= set(studies.new_ids) | {studies.diverged_id, studies.nan_id,
+                                                              studies.cancelled_id, studies.timed_out_id}
+    assert len(result) == len(studies.new_ids) + 4  # every member of the study (LIMIT 20)
+    # A bad query's error is replaced by the next answer.
+    at.text_area(key="url_q").set_value("SELECT nope FROM runs").run()
+    at.button(key="run_sql").click().run()
+    assert at.error and "could not run" in at.error[0].value
+    at.text_area(key="url_q").set_value("SELECT count(*) AS n FROM runs").run()
+    at.button(key="run_sql").click().run()
+    assert not at.error and int(at.dataframe[0].value["n"][0]) == studies.n_runs
+
+
+def test_downloads_for_computing_carry_numbers_and_latex_names_its_package(tmp_path):
+    import io
+
+    import openpyxl
+
+    from ui.downloads import numbers_bytes, table_bytes
+    numbers = pd.DataFrame({"activation": ["relu", "tanh"], "mean": [0.98889, 0.9211], "std": [0.0102, 0.013],
+                            "n": [3, 3]})
+    table = pd.DataFrame({"value": ["98.89 ± 1.02 (3)", "92.11 ± 1.30 (3)"]}, index=pd.Index(["relu", "tanh"],
+                                                                                          name="activation"))
+    back = pd.read_csv(io.BytesIO(numbers_bytes(numbers, "CSV")))
+    assert back.equals(numbers) and back["mean"].dtype == float
+    assert pd.read_parquet(io.BytesIO(numbers_bytes(numbers, "Parquet"))).equals(numbers)
+    (tmp_path / "t.xlsx").write_bytes(numbers_bytes(numbers, "Excel", table, notes=["n: runs in the mean"]))
+    book = openpyxl.load_workbook(tmp_path / "t.xlsx")
+    assert book.sheetnames == ["cells", "table", "notes"]
+    assert [c.value for c in book["cells"][2]] == ["relu", 0.98889, 0.0102, 3]
+    assert book["table"]["B2"].value == "98.89 ± 1.02 (3)"
+    assert r"% needs \usepackage{booktabs}" in table_bytes(table, "LaTeX").decode()
+
+
+def test_a_link_to_one_run_is_one_short_filter(studies):
+    from types import SimpleNamespace
+
+    from ui.jobs_panel import _link_params
+    params = _link_params(SimpleNamespace(study=None, run_ids=(studies.nan_id,)))
+    assert params == {"f.run_id": studies.nan_id}
+    at = open_app("pages/curves.py", params)
+    no_exception(at)
+    assert f"1 of {studies.n_runs} runs match" in texts(at)
+    (spec, data), = charts(at)
+    assert set(data.loc[data["kind"] == "line", "n"]) == {1}

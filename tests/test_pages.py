@@ -360,7 +360,8 @@ def test_downloads_carry_exactly_the_table_on_screen(tmp_path):
     assert "**98.67 ± 1.15 (3) @2**" in md and "92.22 ± 1.39 (3) @2" in md and md.count("\n") == 4
 
     tex = table_bytes(table, "LaTeX", best, caption="best val_accuracy").decode()
-    assert tex.startswith("% best val_accuracy\n\\begin{tabular}{lrr}")
+    assert tex.startswith("% best val_accuracy\n% needs \\usepackage{booktabs}")
+    assert "\n\\begin{tabular}{lrr}\n" in tex
     assert r"\textbf{98.67 $\pm$ 1.15 (3) @2}" in tex and r"92.22 $\pm$ 1.39 (3) @2" in tex
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and "--" in tex
     assert r"\multicolumn{2}{c}{optimizer}" in tex

@@ -44,9 +44,10 @@ def fmt_series(values: pd.Series) -> pd.Series:
 
 
 def filterable_columns(runs: pd.DataFrame) -> list[str]:
+    """The study, the status, every config column, and last the run id (what a link to one run filters on)."""
     cols = ["study"] + [c for c in ("status",) + CONFIG_COLUMNS if c in runs]
     order = {c: i for i, c in enumerate(PREFERRED)}
-    return sorted(dict.fromkeys(cols), key=lambda c: (order.get(c, len(order)), c))
+    return sorted(dict.fromkeys(cols), key=lambda c: (order.get(c, len(order)), c)) + ["run_id"]
 
 
 def values_of(runs: pd.DataFrame, column: str) -> list[str]:
@@ -88,13 +89,11 @@ def varying_columns(runs: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[s
 
 
 def sidebar(runs: pd.DataFrame, default_columns: tuple[str, ...] = ("study", "task"),
-            open_on_latest: bool = True) -> pd.DataFrame:
+            open_on: str | None = None) -> pd.DataFrame:
     """Draw the filters in the sidebar and return the runs that pass them.
 
-    ``open_on_latest``: a link that names no filter (and no runs) opens on the most recent study, written into the
-    URL so that the link keeps showing that study after newer ones are trained."""
-    from ui.defaults import latest_study
-
+    ``open_on`` (ui.defaults.latest_study): a link that names no filter (and no runs) opens on this study, written
+    into the URL so that the link keeps showing it after newer studies are trained."""
     with st.sidebar:
         st.subheader("Filter runs")
         columns = filterable_columns(runs)
@@ -102,8 +101,8 @@ def sidebar(runs: pd.DataFrame, default_columns: tuple[str, ...] = ("study", "ta
         asked = [k[2:] for k in st.query_params.keys() if k.startswith("f.")]
         url.ignored("filter on", [c for c in asked if c not in columns], "the other filters")
         in_url = [c for c in asked if c in columns]
-        if open_on_latest and not asked and "runs" not in st.query_params and (study := latest_study(runs)):
-            st.query_params["f.study"] = study
+        if open_on and not asked and "runs" not in st.query_params:
+            st.query_params["f.study"] = open_on
             in_url = ["study"]
         defaults = [c for c in default_columns if c in columns]
         shown = url.multiselect("Filter on", columns, "filters", default=tuple(dict.fromkeys(defaults + in_url)),
@@ -114,7 +113,7 @@ def sidebar(runs: pd.DataFrame, default_columns: tuple[str, ...] = ("study", "ta
             options = values_of(runs, column)
             label = column + ("" if column in varying else " (one value)")
             selected[column] = url.multiselect(label, options, f"f.{column}", placeholder="all",
-                                               keep_empty=column == "study" and open_on_latest)
+                                               keep_empty=column == "study" and bool(open_on))
         for key in [k for k in st.query_params.keys() if k.startswith("f.") and k[2:] not in shown]:
             del st.query_params[key]
         kept = apply(runs, selected)

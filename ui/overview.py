@@ -34,14 +34,16 @@ def studies_table(runs: pd.DataFrame, progress: pd.DataFrame) -> pd.DataFrame:
         if metric:
             metrics[study] = (metric, goal(metric))
     best = best_cells(runs, metrics).set_index("study")
-    out = progress[["study", "n_runs", "done_fraction"]].copy()
+    # The links come right after the name (what a reader acts on, never cut off at the right), then the answer.
+    out = progress[["study"]].copy()
+    for page in PAGES:
+        out[page] = [study_link(page, s) for s in out["study"]]
+    out["best"] = [_value_text(best, s) for s in out["study"]]
+    out["best cell"] = out["study"].map(best["best cell"]).fillna("")
+    out[["n_runs", "done_fraction"]] = progress[["n_runs", "done_fraction"]]
     for status in STATUSES + ("not_started",):
         if status in progress and progress[status].sum() > 0:
             out[status] = progress[status]
-    out["best cell"] = out["study"].map(best["best cell"]).fillna("")
-    out["best"] = [_value_text(best, s) for s in out["study"]]
-    for page in PAGES:
-        out[page] = [study_link(page, s) for s in out["study"]]
     # Newest study first: the one a user most likely came to see.
     newest = runs[["studies", "started_at"]].explode("studies").groupby("studies")["started_at"].max()
     out["_newest"] = out["study"].map(newest)
@@ -62,7 +64,10 @@ def show_studies(table: pd.DataFrame) -> None:
               "n_runs": "runs", "not_started": "not started",
               "best cell": st.column_config.TextColumn("best cell (mean over seeds)", width="medium")}
     for page in PAGES:
-        config[page] = st.column_config.LinkColumn(page.capitalize(), display_text=f"{page.capitalize()} ↗",
-                                                   width="small")
-    st.dataframe(table, hide_index=True, column_config=config, key="studies",
-                 height=38 + 35 * len(table))
+        config[page] = st.column_config.LinkColumn(page.capitalize(), display_text=page.capitalize(), width=64)
+    st.dataframe(table, hide_index=True, column_config=config, key="studies", height=full_height(len(table)))
+
+
+def full_height(n_rows: int) -> int:
+    """A dataframe height that shows every row (Streamlit's default box scrolls after ten)."""
+    return 38 + 35 * n_rows

@@ -69,6 +69,7 @@ def curve_frame(curves: pd.DataFrame, runs: pd.DataFrame, metric: str, x: str, g
     meta = pd.DataFrame({"run_id": runs["run_id"], "status": runs["status"],
                          "config": config_labels(runs, named)}, index=runs.index)
     meta["series"] = meta["config"] if group else meta["run_id"].str[:8] + " " + meta["config"]
+    factors = list(dict.fromkeys(factors))  # colour and facet by one factor: one column
     factor_cols = [f"_{f}" for f in factors]
     for f in factors:
         meta[f"_{f}"] = fmt_series(runs[f])

@@ -76,6 +76,14 @@ def _from_url(label: str, options: list[Any], key: str, default: Any, format_fun
     return by_url.get(raw or "", fallback)
 
 
+def _seed(widget_key: str, chosen: Any, valid: Callable[[Any], bool]) -> None:
+    """Give the widget its starting value through the session state (not ``index=``/``default=``): a value set
+    there reaches the browser even when the widget already exists, so a default that changes (another study, a
+    "best two" button) is shown, not just returned."""
+    if widget_key not in st.session_state or not valid(st.session_state[widget_key]):
+        st.session_state[widget_key] = chosen
+
+
 def defaults_follow(scope: str, keys: Sequence[str], clear_url: Sequence[str] = ()) -> None:
     """Let these widgets take their (new) defaults afresh when ``scope`` changes (another study on show brings its
     own metric and factors), instead of keeping what the last study's defaults were. Values in the URL still win,
@@ -97,9 +105,9 @@ def selectbox(label: str, options: Sequence[Any], key: str, default: Any = None,
     options = list(options)
     if not options:
         return None
-    chosen = _from_url(label, options, key, default, format_func, to_url)
-    value = st.selectbox(label, options, index=options.index(chosen), format_func=format_func,
-                         key=widget_key or f"url_{key}", **kw)
+    widget_key = widget_key or f"url_{key}"
+    _seed(widget_key, _from_url(label, options, key, default, format_func, to_url), options.__contains__)
+    value = st.selectbox(label, options, format_func=format_func, key=widget_key, **kw)
     put(key, None if value is None else to_url(value), None if default is None else to_url(default))
     return value
 
@@ -108,9 +116,9 @@ def radio(label: str, options: Sequence[Any], key: str, default: Any = None,
           format_func: Callable[[Any], str] = str, widget_key: str | None = None, **kw: Any) -> Any:
     """``widget_key`` (default ``url_<key>``): give it a part that changes when the default should apply afresh."""
     options = list(options)
-    chosen = _from_url(label, options, key, default, format_func, str)
-    value = st.radio(label, options, index=options.index(chosen), format_func=format_func,
-                     key=widget_key or f"url_{key}", horizontal=True, **kw)
+    widget_key = widget_key or f"url_{key}"
+    _seed(widget_key, _from_url(label, options, key, default, format_func, str), options.__contains__)
+    value = st.radio(label, options, format_func=format_func, key=widget_key, horizontal=True, **kw)
     put(key, str(value), str(default if default in options else options[0]))
     return value
 
@@ -130,7 +138,9 @@ def multiselect(label: str, options: Sequence[Any], key: str, default: Sequence[
         ignored(key, unknown, ", ".join(format_func(c) for c in chosen) if chosen else f"all ({label.lower()})")
     if max_selections:
         chosen = chosen[:max_selections]
-    value = st.multiselect(label, options, default=chosen, format_func=format_func, key=f"url_{key}",
+    _seed(f"url_{key}", chosen, lambda v: isinstance(v, list) and all(o in options for o in v)
+          and (not max_selections or len(v) <= max_selections))
+    value = st.multiselect(label, options, format_func=format_func, key=f"url_{key}",
                            max_selections=max_selections, **kw)
     if keep_empty and not value:
         put(key, EVERYTHING)
@@ -161,6 +171,14 @@ def slider(label: str, key: str, min_value: float, max_value: float, default: fl
 
 
 def text_area(label: str, key: str, default: str = "", **kw: Any) -> str:
-    value = st.text_area(label, value=get(key, default), key=f"url_{key}", **kw)
+    _seed(f"url_{key}", get(key, default), lambda v: isinstance(v, str))
+    value = st.text_area(label, key=f"url_{key}", **kw)
     put(key, value, default)
     return value
+
+
+def set_value(key: str, value: Any) -> None:
+    """Put a value in the URL and into its widget (a button that loads an example, picks runs): the widget shows it
+    on the next run."""
+    st.session_state.pop(f"url_{key}", None)
+    put(key, value)
