@@ -139,7 +139,10 @@ def test_unknown_url_values_are_named(studies):
     no_exception(at)
     warning = "\n".join(w.value for w in at.warning)
     assert "metric=nope" in warning and "f.study=doesnotexist" in warning and "nosuchcolumn" in warning
-    assert "ignored" in warning
+    assert "ignored" in warning and f"the newest study, {NEW_STUDY}" in warning
+    # Not widened to every run: the page shows what it shows on arrival.
+    assert at.multiselect(key="url_f.study").value == [NEW_STUDY]
+    assert at.selectbox(key="url_metric").value == "val_mse"
 
 
 def test_defaults_on_an_empty_frame_and_a_store_without_studies():
@@ -151,6 +154,9 @@ def test_defaults_on_an_empty_frame_and_a_store_without_studies():
     loose = pd.DataFrame({"run_id": ["a", "b"], "studies": [(), ()], "started_at": [1, 2],
                           "config_json": [None, None], "activation": ["relu", "tanh"], "seed": [0, 1]})
     assert latest_study(loose) is None and factors_of(loose) == ["activation"]
+    # One value where it applies, n/a elsewhere: says which runs it applies to, is no factor.
+    mixed = loose.assign(class_balance=[0.5, None])
+    assert factors_of(mixed) == ["activation"]
     assert defaults_for(loose, ["val_loss", "val_accuracy"]).metric == "val_accuracy"
 
 

@@ -108,4 +108,6 @@ def test_unknown_url_values_are_named(server, page, artifacts_dir):
     notice = page.get_by_test_id("stAlert").filter(has_text="ignored").first
     notice.wait_for()
     assert "metric=nope" in notice.inner_text() and "f.study=doesnotexist" in notice.inner_text()
+    assert f"the newest study, {NEW_STUDY}" in notice.inner_text()
+    page.get_by_text(re.compile(r"^16 of 20 runs match$")).wait_for()
     shot(page, artifacts_dir, "first-minutes-6-url-notice")

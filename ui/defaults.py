@@ -75,7 +75,9 @@ def factors_of(runs: pd.DataFrame, exclude: tuple[str, ...] = NOT_FACTORS) -> li
     """Config columns that vary among ``runs``, one per group of columns that say one thing (hidden / n_hidden /
     width), ordered by number of levels (fewest first), then by the config's field order."""
     texts = {c: fmt_series(runs[c]) for c in CONFIG_COLUMNS if c in runs and c not in exclude}
-    varying = [c for c, t in texts.items() if t.nunique() > 1]
+    # A field that takes one value where it applies and is n/a elsewhere (class_balance across tasks) only restates
+    # which runs it applies to: no factor.
+    varying = [c for c, t in texts.items() if t[t != MISSING].nunique() > 1]
     for group in SAME_THING:
         present = [c for c in group if c in varying]
         for c in present[1:]:

@@ -103,6 +103,11 @@ def sidebar(runs: pd.DataFrame, default_columns: tuple[str, ...] = ("study", "ta
         in_url = [c for c in asked if c in columns]
         if open_on and not asked and "runs" not in st.query_params:
             st.query_params["f.study"] = open_on
+        studies = set(values_of(runs, "study"))
+        named = [v for v in url.get_all("f.study") if v != url.EVERYTHING]
+        if open_on and named and not studies & set(named):  # no study of the link is here: the newest instead
+            url.ignored("f.study", named, f"the newest study, {open_on}")
+            st.query_params["f.study"] = open_on
             in_url = ["study"]
         defaults = [c for c in default_columns if c in columns]
         shown = url.multiselect("Filter on", columns, "filters", default=tuple(dict.fromkeys(defaults + in_url)),
