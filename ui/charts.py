@@ -129,18 +129,10 @@ def overlay(curves_df: pd.DataFrame, metric: str, percent: bool) -> alt.Chart:
 
 
 def boundary(grid: pd.DataFrame, points: pd.DataFrame, step_x1: float, step_x2: float) -> alt.Chart:
-    """P(class 1) over the plane as a red-blue field, the split's points on top (x marks the misclassified).
-
-    Equal axes: one unit of x1 is as long as one unit of x2 (a circle stays a circle), so the size follows the
-    plane's aspect; the legends sit below with their titles whole."""
-    x1_span = float(grid.x1.max() + step_x1 - grid.x1.min())
-    x2_span = float(grid.x2.max() + step_x2 - grid.x2.min())
-    side = 330
-    ratio = x1_span / x2_span if x2_span > 0 else 1.0
-    width, height = (side, side / ratio) if ratio >= 1 else (side * ratio, side)
+    """P(class 1) over the plane as a red-blue field, the split's points on top (x marks the misclassified)."""
     field = alt.Chart(grid.assign(x1_end=grid.x1 + step_x1, x2_end=grid.x2 + step_x2)).mark_rect(opacity=0.8).encode(
-        x=alt.X("x1:Q", title="x1", scale=alt.Scale(nice=False, zero=False)), x2="x1_end:Q",
-        y=alt.Y("x2:Q", title="x2", scale=alt.Scale(nice=False, zero=False)), y2="x2_end:Q",
+        x=alt.X("x1:Q", title="x1", scale=alt.Scale(nice=False)), x2="x1_end:Q",
+        y=alt.Y("x2:Q", title="x2", scale=alt.Scale(nice=False)), y2="x2_end:Q",
         color=alt.Color("p1:Q", title="P(class 1)", scale=alt.Scale(scheme="redblue", domain=[0, 1], reverse=True)),
         tooltip=[alt.Tooltip("p1:Q", format=".2f")])
     pts = alt.Chart(points.assign(label=points["label"].astype(str),
@@ -148,19 +140,18 @@ def boundary(grid: pd.DataFrame, points: pd.DataFrame, step_x1: float, step_x2: 
         filled=True, size=30, stroke="black", strokeWidth=0.4).encode(
         x="x1:Q", y="x2:Q",
         color=alt.Color("label:N", title="class", scale=alt.Scale(domain=["0", "1"], range=["#2166ac", "#b2182b"])),
-        shape=alt.Shape("result:N", title="prediction",
-                        scale=alt.Scale(domain=["right", "wrong"], range=["circle", "cross"])),
+        shape=alt.Shape("result:N", scale=alt.Scale(domain=["right", "wrong"], range=["circle", "cross"])),
         tooltip=["label:N", "predicted:Q", "result:N"])
-    return (field + pts).properties(width=round(width), height=round(height)).resolve_scale(
-        color="independent").configure_legend(orient="bottom", direction="horizontal", titleLimit=0, labelLimit=0)
+    # Whole legend titles and labels ("class", not "clas").
+    return (field + pts).properties(height=330).configure_legend(orient="bottom", direction="horizontal",
+                                                                  titleLimit=0, labelLimit=0)
 
 
 def confusion(frame: pd.DataFrame, title: str) -> alt.Chart:
-    """A square matrix, every class labelled on both axes (rows: true class), counts in the cells."""
     labels = list(dict.fromkeys(frame["true"]))
-    axis = alt.Axis(labelOverlap=False, labelAngle=0, labelPadding=4)
-    base = alt.Chart(frame).encode(x=alt.X("predicted:N", sort=labels, axis=axis, scale=alt.Scale(domain=labels)),
-                                   y=alt.Y("true:N", sort=labels, axis=axis, scale=alt.Scale(domain=labels)))
+    axis = alt.Axis(labelOverlap=False, labelAngle=0)  # every class labelled, not 0/4/8
+    base = alt.Chart(frame).encode(x=alt.X("predicted:N", sort=labels, axis=axis),
+                                   y=alt.Y("true:N", sort=labels, axis=axis))
     rect = base.mark_rect().encode(color=alt.Color("share:Q", title="share of row",
                                                    scale=alt.Scale(scheme="greens", domain=[0, 1])),
                                    tooltip=["true:N", "predicted:N", "count:Q",
@@ -168,9 +159,7 @@ def confusion(frame: pd.DataFrame, title: str) -> alt.Chart:
     text = base.mark_text(fontSize=9).encode(text=alt.condition(alt.datum["count"] > 0, "count:Q", alt.value("")),
                                              color=alt.condition(alt.datum.share > 0.5, alt.value("white"),
                                                                  alt.value("black")))
-    side = max(200, min(360, 30 * len(labels)))
-    return (rect + text).properties(title=title, width=side, height=side).configure_legend(
-        orient="bottom", direction="horizontal")
+    return (rect + text).properties(title=title, height=300).configure_legend(orient="bottom", direction="horizontal")
 
 
 def regression(preds: pd.DataFrame, x_title: str) -> alt.Chart:
