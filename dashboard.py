@@ -6,6 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import charts, curation, data, demo
+from ui.outcomes import what_happened
+from ui.overview import full_height, show_studies, studies_table
 from ui.page import show_problems
 from ui.state import get_store, guard, store_root, store_version
 
@@ -33,11 +35,11 @@ def overview() -> None:
             st.rerun()
         return
 
-    cols = st.columns(5)
-    by_status = dict(zip(counts["status"], counts["n"]))
+    # Every status has its count, so that they add up to the runs.
+    cols = st.columns(len(counts) + 1)
     cols[0].metric("runs", f"{len(runs):,}")
-    for col, status in zip(cols[1:], ("completed", "diverged", "running", "failed")):
-        col.metric(status, f"{int(by_status.get(status, 0)):,}")
+    for col, (status, n) in zip(cols[1:], zip(counts["status"], counts["n"])):
+        col.metric(status.replace("_", " "), f"{int(n):,}")
 
     left, right = st.columns(2)
     with left:
@@ -53,18 +55,19 @@ def overview() -> None:
     if studies.empty:
         st.caption("No studies recorded: these runs were trained one by one (`python -m engine train`).")
     else:
-        st.dataframe(curation.with_study_notes(studies), hide_index=True, column_config={
-            "done_fraction": st.column_config.ProgressColumn("complete", format="percent", min_value=0.0,
-                                                             max_value=1.0),
-            "n_runs": "runs", "not_started": "not started"})
+        st.caption("Newest first. The best cell is the mean over seeds of the study's headline metric; the links "
+                   "open each page on the study.")
+        show_studies(curation.with_study_notes(studies_table(runs, studies)))
         curation.studies_panel(studies, runs)  # tags, note, exclusion or deletion of a study
 
     st.subheader("Recent runs")
     headline = [c for c in ("final_val_accuracy", "final_val_loss", "final_val_mse", "final_val_nll") if c in runs]
-    show = ["run_id", "status", "started_at", "task", "dataset", "activation", "optimizer", "loss", "lr",
-            "n_epochs"] + headline + ["error"]
+    show = ["run_id", "status", "what happened", "started_at", "task", "dataset", "activation", "optimizer", "loss",
+            "lr"] + headline
     recent = runs.sort_values("started_at", ascending=False, na_position="last").head(RECENT)
-    st.dataframe(recent[[c for c in show if c in recent]], hide_index=True, column_config={
+    recent = recent.assign(**{"what happened": recent.apply(what_happened, axis=1)})
+    st.dataframe(recent[[c for c in show if c in recent]], hide_index=True, height=full_height(len(recent)),
+                 column_config={
         c: st.column_config.NumberColumn(c.replace("final_", ""), format="%.4g") for c in headline})
 
 

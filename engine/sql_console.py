@@ -76,6 +76,17 @@ EXAMPLES = {
     "Last epochs of one run": "SELECT * FROM epochs ORDER BY run_id, epoch DESC LIMIT 20",
     "Columns of the runs view": "DESCRIBE runs",
 }
+STUDY_EXAMPLE = "Best runs of one study"
+
+
+def study_example(study: str) -> str:
+    """The example that picks one study's runs (the join on study_members), for a study of this store."""
+    name = study.replace("'", "''")
+    return ("SELECT r.run_id, r.status, r.activation, r.optimizer, r.lr, r.hidden,\n"
+            "       r.final_val_loss, r.final_val_accuracy\n"
+            "FROM runs r JOIN study_members m ON m.run_id = r.run_id\n"
+            f"WHERE m.study = '{name}'\n"
+            "ORDER BY r.final_val_accuracy DESC NULLS LAST, r.final_val_loss LIMIT 20")
 
 
 class SqlRefused(Exception):
@@ -354,6 +365,6 @@ def _translate(exc: BaseException, views: tuple[str, ...]) -> Exception:
     return exc
 
 
-__all__ = ["EXAMPLES", "SqlConsole", "ConsoleResult", "SqlRefused", "SqlStopped", "SqlError", "check_statement",
+__all__ = ["EXAMPLES", "STUDY_EXAMPLE", "study_example", "SqlConsole", "ConsoleResult", "SqlRefused", "SqlStopped", "SqlError", "check_statement",
            "locked_connection", "store_source", "tables_source", "STORE_VIEWS", "ALLOWED_TABLE_FUNCTIONS",
            "MAX_SQL_CHARS"]

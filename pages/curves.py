@@ -4,9 +4,10 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import charts, data, url
-from ui.filters import sidebar, varying_columns
+from ui.defaults import defaults_for, latest_study
+from ui.filters import chosen_study, sidebar
 from ui.page import load_runs, stop_if_empty
-from ui.shape import curve_frame, is_fraction, mode_of
+from ui.shape import curve_frame, fit_range, is_fraction, mode_of
 from ui.state import ensure_router, guard
 
 MAX_SERIES = 200
@@ -15,7 +16,8 @@ NONE = "(none)"
 ensure_router()
 st.title("Curves")
 root, version, runs = load_runs()
-runs = sidebar(runs, default_columns=("study", "task", "activation", "optimizer", "loss", "lr"))
+runs = sidebar(runs, default_columns=("study", "task", "activation", "optimizer", "loss", "lr"),
+               open_on=latest_study(runs))
 stop_if_empty(runs)
 
 metrics = data.metrics_of(runs)
@@ -23,13 +25,19 @@ if not metrics:
     st.warning("These runs logged no metric yet (they may have just started): wait for an epoch, or widen the "
                "filters.")
     st.stop()
-default_metric = next((m for m in ("val_loss", "val_accuracy", "train_loss") if m in metrics), metrics[0])
-factors = [NONE] + varying_columns(runs, exclude=("seed",))
+# Opens on the study's headline metric coloured by its factor with the fewest levels, dashed by the next one when
+# that stays readable; another study brings its own defaults (ui.url.defaults_follow).
+fresh = defaults_for(runs, metrics, chosen_study(runs))
+factors = [NONE] + list(fresh.factors)
+scope = f"{fresh.study}|{','.join(fresh.factors)}"
+default_dash = next((f for f, n in zip(fresh.factors[1:2], fresh.levels[1:2]) if n <= 4), NONE)
 
+url.defaults_follow(scope, ("metric", "color", "facet", "dash"))
 c = st.columns([2, 1.4, 1.2, 1.2, 1.2])
 with c[0]:
-    metric = url.selectbox("Metric", metrics, "metric", default_metric, help="train/val loss, accuracies (per head "
-                           "for colored_mnist), NLL, MSE, lr, grad norm, epoch time")
+    metric = url.selectbox("Metric", metrics, "metric", fresh.metric,
+                           help="train/val loss, accuracies (per head for colored_mnist), NLL, MSE, lr, grad norm, "
+                                "epoch time")
 with c[1]:
     x_axis = url.radio("x axis", ["epoch", "wall time"], "x", "epoch")
 with c[2]:
@@ -37,7 +45,7 @@ with c[2]:
 with c[3]:
     facet = url.selectbox("Facet by", factors, "facet", NONE)
 with c[4]:
-    dash = url.selectbox("Dash by", factors, "dash", NONE)
+    dash = url.selectbox("Dash by", factors, "dash", default_dash)
 
 c = st.columns([1, 1.3, 1.5, 1])
 with c[0]:
@@ -63,6 +71,11 @@ if log_y:
 if lines.empty:
     st.warning(f"None of these runs has a finite value of {metric} yet.")
     st.stop()
+fraction = is_fraction(metric)
+y_domain, left_out = None, 0
+if not log_y:  # a log axis shows every order of magnitude already
+    lines, ends, y_domain, left_out = fit_range(lines, ends, set(groups.loc[groups["diverged"] > 0, "series"]),
+                                                fraction)
 n_series = lines["series"].nunique()
 if n_series > MAX_SERIES:
     keep = list(dict.fromkeys(lines["series"]))[:MAX_SERIES]
@@ -72,15 +85,20 @@ if n_series > MAX_SERIES:
 
 st.altair_chart(charts.curves(lines, ends, metric=metric, x_title="epoch" if x_axis == "epoch" else "wall time (s)",
                               color=None if color == NONE else color, dash=None if dash == NONE else dash,
-                              facet=None if facet == NONE else facet, band=group and band != "none", log_y=log_y,
-                              percent=is_fraction(metric)), key="curves_chart")
+                              facet=None if facet == NONE else facet,
+                              band=band if group and band != "none" else None, log_y=log_y, percent=fraction,
+                              y_domain=y_domain), key="curves_chart")
 n_div = int(groups["diverged"].sum())
 n_early = int(((runs["status"] == "diverged") & (runs["n_epochs"] == 0)).sum())
 st.caption(f"{len(groups):,} {'groups' if group else 'runs'} over {int(groups['runs'].sum()):,} runs"
            + (f"; {n_div} diverged (red cross = last finite epoch)" if n_div else "")
            + (f", {n_early} diverged before logging an epoch (no point to draw)" if n_early else "")
            + (f"; {int(groups['running'].sum())} still running" if groups["running"].sum() else "")
+           + (f"; {left_out} point(s) far outside the other runs' range (diverging runs) left out of the axis"
+              if left_out else "")
            + f". Better is {'lower' if mode_of(metric) == 'min' else 'higher'}.")
+last = f"last {metric}"
 st.dataframe(groups.drop(columns=["series"] if group else []).rename(columns={"runs": "n"}), hide_index=True,
              key="curves_groups", column_config={
-    f"last {metric}": st.column_config.NumberColumn(format="%.4g")})
+    last: st.column_config.NumberColumn(last + (" (mean)" if group else ""),
+                                        format="percent" if fraction else "%.4g")})

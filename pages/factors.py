@@ -11,7 +11,8 @@ from engine.report import figures
 from engine.report.build import IMPORTANCE_METHOD
 from engine.report.render import importance_table, markdown_table
 from ui import data, url
-from ui.filters import most_recent_study, sidebar
+from ui.defaults import latest_study
+from ui.filters import sidebar
 from ui.page import load_runs, stop_if_empty
 from ui.shape import mode_of
 from ui.state import ensure_router, guard
@@ -19,9 +20,8 @@ from ui.state import ensure_router, guard
 ensure_router()
 st.title("Factors")
 root, version, runs = load_runs()
-# Opens on the most recent study, unless the link names its own filters.
-recent = None if any(k.startswith("f.") for k in st.query_params) else most_recent_study(runs)
-runs = sidebar(runs, default_columns=("study", "task"), picked={"study": [recent]} if recent else None)
+# Opens on the most recent study, unless the link names its own filters (as every page does).
+runs = sidebar(runs, default_columns=("study", "task"), open_on=latest_study(runs))
 stop_if_empty(runs)
 
 metrics = data.metrics_of(runs)

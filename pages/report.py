@@ -8,7 +8,7 @@ import streamlit as st
 from engine.report import FORMATS, blocks, render, zip_bytes
 from engine.report.render import Bullets, FigureBlock, Heading, Para, Table, markdown_table
 from ui import data, url
-from ui.filters import most_recent_study
+from ui.defaults import latest_study
 from ui.page import load_runs
 from ui.state import ensure_router, guard
 
@@ -25,10 +25,12 @@ with guard("listing the studies"):
 if not names:
     st.info("The store holds no study yet: a report covers studies (`python -m engine study run FILE`).")
     st.stop()
-recent = most_recent_study(runs)
+# A link from the Overview names its study as the other pages' filter does (f.study); else the most recent study.
+linked = [s for s in url.get_all("f.study") if s in names]
+recent = latest_study(runs)
 c = st.columns([3, 2])
 with c[0]:
-    studies = url.multiselect("Studies", names, "study", default=[recent] if recent in names else names[:1],
+    studies = url.multiselect("Studies", names, "study", default=linked or ([recent] if recent in names else names[:1]),
                               help="each study gets its question, winner, factors and figures")
 with c[1]:
     metrics = [HEADLINE] + data.metrics_of(runs)

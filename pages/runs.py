@@ -7,33 +7,54 @@ trained on another device or in a stack. Runs without a checkpoint (diverged, fa
 """
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from ui import charts, curation, data, url
-from ui.filters import fmt, fmt_series, sidebar
+from ui.defaults import defaults_for, latest_study
+from ui.filters import chosen_study, fmt, sidebar
+from ui.outcomes import ranked, run_table, what_happened
 from ui.page import load_runs, stop_if_empty
-from ui.shape import config_diff, is_fraction
+from ui.shape import config_diff, is_fraction, mode_of
 from ui.state import ensure_router, guard
 
 ensure_router()
 st.title("Runs side by side")
 root, version, runs = load_runs()
-runs = sidebar(runs, default_columns=("study", "task", "status"))
+runs = sidebar(runs, default_columns=("study", "task", "status"), open_on=latest_study(runs))
 stop_if_empty(runs)
 
+# The same defaults however one arrives: the study's headline metric, its factors, and its best and worst runs.
+metrics = data.metrics_of(runs)
+fresh = defaults_for(runs, metrics, chosen_study(runs))
+url.defaults_follow(f"{fresh.study}|{len(runs)}", ("metric", "runs"), clear_url=("runs",))
+metric = url.selectbox("Metric", metrics, "metric", fresh.metric, help="ranks the runs below and draws the curves")
+goal = mode_of(metric) if metric else "max"
+table = run_table(runs, metric, list(fresh.factors))
+order = ranked(table, metric, goal)
+best_first = order + [r for r in table["run_id"] if r not in set(order)]
 
-MAX_OPTIONS = 500
-in_url = [r for r in url.get_all("runs") if r in set(runs["run_id"])]
-offered = runs[runs["run_id"].isin(in_url) | (runs.index.isin(runs.index[:MAX_OPTIONS]))]
-text = {c: fmt_series(offered[c]) for c in ("task", "activation", "optimizer", "lr", "seed")}
-labels = dict(zip(offered["run_id"], offered["run_id"] + " · " + text["task"] + " · " + text["activation"] + " · "
-                  + text["optimizer"] + " · lr " + text["lr"] + " · seed " + text["seed"] + " · "
-                  + offered["status"].astype(str)))
-if len(runs) > MAX_OPTIONS:
-    st.caption(f"{len(runs):,} runs match the filters: the list offers the newest {MAX_OPTIONS}; narrow the filters "
-               "in the sidebar to reach the others.")
-with_weights = set(offered.loc[offered["has_checkpoint"].fillna(False).astype(bool), "run_id"])
-default = ([r for r in labels if r in with_weights] + [r for r in labels if r not in with_weights])[:2]
+st.caption(f"{len(table):,} runs in the selection, best first by final {metric} ({'higher' if goal == 'max' else 'lower'}"
+           " is better). Sort by any column; pick runs below, or:")
+b = st.columns(4)
+picks = {"Best two": order[:2], "Best and worst": order[:1] + order[-1:], "Worst two": order[-2:][::-1]}
+for col, (label, ids) in zip(b, picks.items()):
+    if col.button(label, disabled=len(ids) < 2, key=f"pick_{label}"):
+        st.session_state.pop("url_runs", None)  # the picker below reads the URL afresh
+        url.put("runs", ids)
+        st.rerun()
+fraction = bool(metric) and is_fraction(metric)
+shown = table.set_index("run_id").loc[best_first].reset_index()
+st.dataframe(shown, hide_index=True, key="runs_table", height=min(38 + 35 * len(shown), 320), column_config={
+    metric: st.column_config.NumberColumn(f"final {metric}", format="percent" if fraction else "%.4g"),
+    "run_id": st.column_config.TextColumn("run")})
+
+label_parts = [shown["run_id"].str[:8]] + [shown[f] for f in fresh.factors] + [shown["status"]]
+if metric in shown:
+    label_parts.append(f"{metric} " + shown[metric].map(
+        lambda v: fmt(v) if v != v else (f"{v:.2%}" if fraction else f"{v:.4g}")))
+labels = dict(zip(shown["run_id"], pd.concat(label_parts, axis=1).astype(str).agg(" · ".join, axis=1)))
+default = (order[:1] + order[-1:]) if len(order) >= 2 else best_first[:2]
 chosen = url.multiselect("Runs (2 to 4)", list(labels), "runs", default=default,
                          format_func=lambda r: labels.get(r, r), max_selections=4)
 curation.runs_panel(runs, chosen)  # exclude / tag / note / delete these runs, or all that match the filters
@@ -56,17 +77,13 @@ finals = sel[["status", "n_epochs"] + final_cols].T
 finals.columns = names
 finals.index = [i.replace("final_", "") for i in finals.index]
 st.dataframe(finals.map(lambda v: f"{v:.5g}" if isinstance(v, float) and v == v else fmt(v)), key="finals")
-errors = sel[sel["error"].notna()] if "error" in sel else sel.iloc[0:0]
-for _, r in errors.iterrows():
-    st.caption(f"{r['run_id'][:8]}: {r['error']}")
+for _, r in sel[sel["status"] != "completed"].iterrows():
+    st.caption(f"{r['run_id'][:8]}: {what_happened(r)}")
 with guard("reading where the runs trained"):
     st.caption(" · ".join(f"{rid[:8]} trained on {where}"
                           for rid, where in data.trained_on(version, root, tuple(chosen)).items()))
 
 st.subheader("Curves")
-metrics = data.metrics_of(sel)
-metric = url.selectbox("Metric", metrics, "metric", next((m for m in ("val_loss", "train_loss") if m in metrics),
-                                                         metrics[0] if metrics else None))
 if metric:
     with guard("loading the curves"):
         curves = data.curves(version, root, tuple(chosen), (metric,))
@@ -85,7 +102,8 @@ for col, (_, r) in zip(st.columns(len(sel)), sel.iterrows()):
         with st.spinner("Evaluating..."), guard("computing the task view"):
             view, problem = data.task_view(root, r["run_id"], int(r["attempt"]), split)
         if problem:
-            st.info(problem)
+            st.info(f"{what_happened(r)}: only completed runs keep their trained weights, so there is no task view."
+                    if r["status"] != "completed" else problem)
             continue
         for note in view.notes:
             st.caption(note)

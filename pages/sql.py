@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.sql_console import EXAMPLES, STORE_VIEWS, SqlConsole, SqlError, SqlRefused, SqlStopped
+from pathlib import Path
+
+from engine.sql_console import (EXAMPLES, STORE_VIEWS, STUDY_EXAMPLE, SqlConsole, SqlError, SqlRefused, SqlStopped,
+                                study_example)
+import ui
 from ui import data, downloads, url
+from ui.defaults import latest_study
 from ui.page import DEMO_HINT, show_problems
 from ui.state import ensure_router, get_store, guard, store_root, store_version
 
@@ -24,7 +29,7 @@ def console(root: str) -> SqlConsole:
 ensure_router()
 st.title("SQL")
 st.caption("A read-only DuckDB console over the views " + ", ".join(f"`{v}`" for v in STORE_VIEWS)
-           + " (docs/store.md lists every column). One SELECT at a time; it cannot read other files, reach the "
+           + " (*Store format* below lists every column). One SELECT at a time; it cannot read other files, reach the "
            f"network, write, install extensions or change settings, and a query is stopped after "
            f"{console(store_root()).timeout_s:g} s.")
 
@@ -33,16 +38,26 @@ with guard("reading the store"):
 if counts["n"].sum() == 0:
     st.info(f"The run store at `{store_root()}` has no runs yet: the views are empty. {DEMO_HINT}")
 
-with st.expander("Examples"):
-    for title, text in EXAMPLES.items():
-        st.markdown(f"**{title}**")
-        st.code(text, language="sql")
+with guard("reading the runs"):
+    study = latest_study(data.runs(store_version(), store_root()))
+examples = ({STUDY_EXAMPLE + f" ({study})": study_example(study)} if study else {}) | EXAMPLES
+with st.expander("Examples: one click loads one into the box"):
+    for i, (title, text) in enumerate(examples.items()):
+        left, right = st.columns([1, 4])
+        if left.button(title, key=f"example_{i}", width="stretch"):
+            url.set_value("q", text)
+            url.put("run", True)
+            st.rerun()
+        right.code(text, language="sql")
+with st.expander("Store format (docs/store.md): the views and their columns"):
+    st.markdown((Path(ui.__file__).resolve().parent.parent / "docs" / "store.md").read_text())
 
 query = url.text_area("Query", "q", DEFAULT, height=140)
 if st.button("Run", type="primary", key="run_sql") or url.get("run") == "1":
     url.put("run", True)
     con = console(store_root())
-    with guard("running the query"):  # the store's own errors (a damaged store, an unreadable folder)
+    # The spinner takes the place of the last answer (or error) at once: nothing stale stays on screen.
+    with guard("running the query"), st.spinner("Running the query..."):  # the store's own errors
         try:
             result = con.run(query)
         except SqlRefused as exc:

@@ -8,7 +8,8 @@ import streamlit as st
 from engine import analysis
 from ui import charts, data, downloads, url
 from ui.cells import SPREADS, analysis_table, cells_frame, footnote
-from ui.filters import sidebar, varying_columns
+from ui.defaults import defaults_for, latest_study
+from ui.filters import chosen_study, sidebar
 from ui.page import load_runs, stop_if_empty
 from ui.shape import is_fraction, mode_of
 from ui.state import ensure_router, guard
@@ -19,20 +20,24 @@ CHOOSE, AVERAGE = "— choose —", "average over it"
 ensure_router()
 st.title("Tables")
 root, version, runs = load_runs()
-runs = sidebar(runs, default_columns=("study", "task"))
+runs = sidebar(runs, default_columns=("study", "task"), open_on=latest_study(runs))
 stop_if_empty(runs)
 
 metrics = data.metrics_of(runs)
 if not metrics:
     st.warning("These runs logged no metric yet.")
     st.stop()
-# Cells are means over seeds: the factors are the config fields that vary, the seed and derived columns aside.
-factors = [f for f in varying_columns(runs) if f in analysis.FACTORS] or ["task"]
+# Cells are means over seeds: the factors are the config fields that vary, the seed and derived columns aside. The
+# page opens on the study's headline metric, its factor with the most levels as rows and the next as columns (a
+# tall table reads better than a wide one); another study brings its own defaults (widgets keyed by it).
+fresh = defaults_for(runs, metrics, chosen_study(runs))
+factors = [f for f in fresh.most_levels_first() if f in analysis.FACTORS] or ["task"]
+scope = f"{fresh.study}|{','.join(factors)}"
 
+url.defaults_follow(scope, ("metric", "row", "col"))
 c = st.columns([2, 1.2, 1.6, 1.6, 1.6])
 with c[0]:
-    metric = url.selectbox("Metric", metrics, "metric",
-                           next((m for m in ("val_accuracy", "val_loss") if m in metrics), metrics[0]))
+    metric = url.selectbox("Metric", metrics, "metric", fresh.metric)
 with c[1]:
     # Keyed by metric: picking a loss after an accuracy must not keep "max".
     mode = url.radio("Better is", ["max", "min"], "mode", mode_of(metric), widget_key=f"url_mode_{metric}")
@@ -93,6 +98,7 @@ table, ties, best = analysis_table(result, percent, decimals)
 notes = footnote(result, percent)
 st.caption(f"final {metric}{' (%)' if percent else ''} by {' × '.join(by)}: {result.n_runs:,} finished runs. "
            + " ".join(notes[:3]))
+cells = cells_frame(result)
 tab_table, tab_heat, tab_cells = st.tabs(["Table", "Heatmap", "Cells (long)"])
 with tab_table:
     def mark(frame):
@@ -107,8 +113,10 @@ with tab_table:
     for line in notes[3:]:
         st.caption(line)
     stem = f"{metric}_final_by_{'_x_'.join(by)}_{interval}"
-    downloads.buttons(table, stem, "dl", best=best, caption=f"final {metric} by {' x '.join(by)}", notes=notes)
-cells = cells_frame(result)
+    downloads.buttons(table, stem, "dl", best=best, caption=f"final {metric} by {' x '.join(by)}", notes=notes,
+                      numbers=cells)
+    st.caption("CSV, Parquet and Excel carry the numbers (one row per cell: mean, spread bounds, n, ...); Markdown "
+               "and LaTeX the cells as shown.")
 with tab_heat:
     texts = cells.apply(lambda r: table.loc[r[row], r[by[1]] if len(by) > 1 else "value"], axis=1)
     st.altair_chart(charts.heatmap(cells, row, by[1] if len(by) > 1 else None, texts, metric, mode, percent),

@@ -152,3 +152,68 @@ def artifacts_dir() -> Path:
     path = Path(os.environ.get("ABLATION_LAB_ARTIFACTS", REPO / "test-artifacts"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# --- a store of several studies (the first-minutes journeys) ------------------------------------------------------
+
+OLD_STUDY, NEW_STUDY = "points-old", "widths-new"
+WIDTHS = ([8], [16, 16])
+
+
+@dataclass
+class StudiesStore:
+    root: Path
+    old_ids: list[str]
+    new_ids: list[str]        # trained ones of the newest study (regression: hidden x activation x seeds)
+    diverged_id: str          # a member of the newest study that blew up: 1e30 at epoch 0, diverged in epoch 1
+    nan_id: str               # a member of the newest study with a NaN mid-curve
+    cancelled_id: str
+    timed_out_id: str
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.old_ids) + len(self.new_ids) + 4
+
+
+def build_studies_store(root: Path) -> StudiesStore:
+    """Two small studies trained one after the other (the second is the newest), plus hand-logged runs: a diverged
+    member with a huge value before the blow-up, a NaN, a cancelled and a timed-out run."""
+    import torch
+
+    from engine.config import RunConfig
+    from engine.store import RunStore
+    from engine.train import run_configs
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        store = RunStore(root, durable=False, compact_threshold=None)
+        old = [RunConfig(task="points", dataset="moons", activation=a, epochs=2, seed=s)
+               for a in ("relu", "tanh") for s in (0, 1)]
+        run_configs(old, store, device="cpu")
+        store.add_to_study(OLD_STUDY, [c.run_id for c in old])
+        new = [RunConfig(task="regression", dataset="hetero1d", n_samples=200, hidden=h, activation=a, epochs=3,
+                         seed=s) for h in WIDTHS for a in ("relu", "tanh", "sigmoid") for s in (0, 1)]
+        run_configs(new, store, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+
+    def hand_logged(cfg, values, status, summary=None):
+        with store.open_run(cfg.run_id, cfg.to_dict(), {"device": "cpu"}) as w:
+            for epoch, v in enumerate(values):
+                w.log_epoch(epoch, {"train_loss": v, "val_loss": v, "val_mse": v, "lr": 0.01, "grad_norm": 1.0})
+            w.finish(status, summary=summary or {})
+        return cfg.run_id
+
+    base = dict(task="regression", dataset="hetero1d", n_samples=200, hidden=[8], activation="relu", epochs=3)
+    diverged = hand_logged(RunConfig(**base, seed=5), [1e30], "diverged", {"diverged_epoch": 1, "diverged_step": 7})
+    nan = hand_logged(RunConfig(**base, seed=6), [0.9, math.nan, 0.5], "completed")
+    cancelled = hand_logged(RunConfig(**base, seed=7), [0.9], "cancelled")
+    timed_out = hand_logged(RunConfig(**base, seed=8), [0.9, 0.8], "timed_out")
+    store.add_to_study(NEW_STUDY, [c.run_id for c in new] + [diverged, nan, cancelled, timed_out])
+    return StudiesStore(root, [c.run_id for c in old], [c.run_id for c in new], diverged, nan, cancelled, timed_out)
+
+
+@pytest.fixture(scope="session")
+def studies_store(tmp_path_factory) -> StudiesStore:
+    return build_studies_store(tmp_path_factory.mktemp("studies-store"))

@@ -29,3 +29,15 @@ def test_train_prints_run_id_and_final_metrics_then_hits_the_cache(tmp_path, cap
     assert len(run_id) == 16
     assert main(argv) == 0
     assert "status: completed (cached: nothing trained)" in capsys.readouterr().out
+
+
+def test_config_flags_take_the_hyphenated_spelling_and_the_field_name():
+    from engine.cli import build_parser
+    from engine.cli.train import config_from_args
+    parser = build_parser()
+    hyphen = parser.parse_args(["train", "--batch-size", "7", "--val-fraction", "0.3", "--weight-decay", "0.01"])
+    under = parser.parse_args(["train", "--batch_size", "7", "--val_fraction", "0.3", "--weight_decay", "0.01"])
+    assert config_from_args(hyphen) == config_from_args(under)
+    cfg = config_from_args(hyphen)
+    assert (cfg.batch_size, cfg.val_fraction, cfg.weight_decay) == (7, 0.3, 0.01)
+    assert "--batch-size" in parser._subparsers._group_actions[0].choices["train"].format_help()

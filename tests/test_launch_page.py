@@ -84,6 +84,9 @@ def test_invalid_value_cannot_be_launched_and_shows_the_config_error(store_root)
     at = open_page()
     at.number_input(key="run.points.lr").set_value(-1.0).run()
     assert "lr must be > 0" in texts(at)
+    # Said at the field (inside the form's columns) as well as beside the disabled button.
+    at_field = [e for col in at.columns for e in col.error if "lr must be > 0" in e.value]
+    assert len(at_field) == 1
     assert at.button(key="launch_run").disabled
     at.text_input(key="run.points.hidden").input("10,x").run()
     assert "hidden must be integers" in texts(at)

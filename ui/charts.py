@@ -8,34 +8,62 @@ import pandas as pd
 alt.data_transformers.disable_max_rows()
 
 
+FACET_WIDTH, FACET_COLUMNS = 250, 3  # three panels and the legend fit a wide page
+
+
+def metric_format(fraction: bool) -> str:
+    """The d3 format of a metric everywhere it is shown: percent for fractions, 4 significant digits otherwise."""
+    return ".1%" if fraction else ".4~g"
+
+
 def curves(lines: pd.DataFrame, ends: pd.DataFrame, *, metric: str, x_title: str, color: str | None,
-           dash: str | None, facet: str | None, band: bool, log_y: bool, percent: bool) -> alt.Chart:
-    """One line per series (mean when grouped), a shaded band (std or min-max), a red cross where a run diverged,
-    tooltips with the config and n."""
-    y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    y_fmt = ".1%" if percent else ".4~g"
+           dash: str | None, facet: str | None, band: str | None, log_y: bool, percent: bool,
+           y_domain: tuple[float, float] | None = None) -> alt.Chart:
+    """One line per series (mean when grouped), a shaded band ("std", "min-max" or None), a red cross where a run
+    diverged, tooltips with the config, the mean, its spread and n in the metric's format.
+
+    The legend shows the line colours at full strength (the band's pale fill would make neighbours look alike);
+    ``y_domain`` (ui.shape.fit_range) keeps diverged runs' huge values from setting the axis."""
+    if log_y:
+        y_scale = alt.Scale(type="log")
+    elif y_domain is not None:
+        y_scale = alt.Scale(domain=list(y_domain), zero=False, nice=False, clamp=True)
+    else:
+        y_scale = alt.Scale(zero=False)
+    y_fmt = metric_format(percent)
     palette = alt.Scale(scheme="tableau10")
-    colour = (alt.Color(f"_{color}:N", title=color, scale=palette) if color
+    legend = alt.Legend(symbolType="stroke", symbolStrokeWidth=3, symbolOpacity=1, labelLimit=260,
+                        orient="bottom" if facet else "right", columns=4 if facet else 1)
+    colour = (alt.Color(f"_{color}:N", title=color, scale=palette, legend=legend) if color
               else alt.Color("series:N", legend=None, scale=palette))
-    tooltip = [alt.Tooltip("config:N", title="config"), alt.Tooltip("epoch:Q"), alt.Tooltip("x:Q", title=x_title,
-                                                                                             format=".4g"),
-               alt.Tooltip("y:Q", title=metric, format=y_fmt), alt.Tooltip("n:Q", title="n runs")]
-    if band:
-        tooltip += [alt.Tooltip("lo:Q", format=y_fmt), alt.Tooltip("hi:Q", format=y_fmt)]
+    tooltip = [alt.Tooltip("config:N", title="config"), alt.Tooltip("epoch:Q")]
+    if x_title != "epoch":
+        tooltip.append(alt.Tooltip("x:Q", title=x_title, format=".4g"))
+    tooltip.append(alt.Tooltip("y:Q", title=f"{metric} (mean)" if band else metric, format=y_fmt))
+    if band == "std":
+        tooltip.append(alt.Tooltip("spread:Q", title="± std", format=y_fmt))
+    elif band == "min-max":
+        tooltip += [alt.Tooltip("lo:Q", title="min", format=y_fmt), alt.Tooltip("hi:Q", title="max", format=y_fmt)]
+    tooltip.append(alt.Tooltip("n:Q", title="n runs"))
     data = lines.assign(kind="line")
     if len(ends):
-        data = pd.concat([data, ends.assign(kind="end", n=1, lo=ends["y"], hi=ends["y"])], ignore_index=True)
+        data = pd.concat([data, ends.assign(kind="end", n=1, lo=ends["y"], hi=ends["y"], spread=0.0)],
+                         ignore_index=True)
     base = alt.Chart().encode(x=alt.X("x:Q", title=x_title,
                                       axis=alt.Axis(tickMinStep=1) if x_title == "epoch" else alt.Axis()))
     line_enc = {"y": alt.Y("y:Q", title=metric, scale=y_scale, axis=alt.Axis(format=y_fmt)), "color": colour,
                 "detail": "series:N", "tooltip": tooltip}
     if dash:
-        line_enc["strokeDash"] = alt.StrokeDash(f"_{dash}:N", title=dash)
+        line_enc["strokeDash"] = alt.StrokeDash(f"_{dash}:N", title=dash,
+                                                legend=alt.Legend(orient="bottom" if facet else "right"))
+    band_colour = (alt.Color(f"_{color}:N", scale=palette, legend=None) if color
+                   else alt.Color("series:N", legend=None, scale=palette))
     layers = []
     if band:
         layers.append(base.mark_area(opacity=0.18).encode(
-            y="lo:Q", y2="hi:Q", color=colour, detail="series:N").transform_filter(alt.datum.kind == "line"))
-    layers.append(base.mark_line(strokeWidth=1.6).encode(**line_enc).transform_filter(alt.datum.kind == "line"))
+            y=alt.Y("lo:Q", scale=y_scale), y2="hi:Q", color=band_colour, detail="series:N")
+            .transform_filter(alt.datum.kind == "line"))
+    layers.append(base.mark_line(strokeWidth=1.8).encode(**line_enc).transform_filter(alt.datum.kind == "line"))
     # An invisible point layer makes the whole line hoverable for the tooltip.
     layers.append(base.mark_circle(size=28, opacity=0).encode(y="y:Q", tooltip=tooltip, detail="series:N")
                   .transform_filter(alt.datum.kind == "line"))
@@ -46,8 +74,9 @@ def curves(lines: pd.DataFrame, ends: pd.DataFrame, *, metric: str, x_title: str
             y="y:Q", tooltip=end_tip).transform_filter(alt.datum.kind == "end"))
     chart = alt.layer(*layers, data=data)
     if facet:
-        chart = chart.properties(width=320, height=240).facet(facet=alt.Facet(f"_{facet}:N", title=facet),
-                                                              columns=3)
+        n_panels = lines[f"_{facet}"].nunique() if f"_{facet}" in lines else FACET_COLUMNS
+        chart = chart.properties(width=FACET_WIDTH, height=220).facet(
+            facet=alt.Facet(f"_{facet}:N", title=facet), columns=max(1, min(FACET_COLUMNS, n_panels)))
     else:
         chart = chart.properties(height=420)
     return chart.interactive(bind_y=False) if not facet else chart
@@ -113,12 +142,16 @@ def boundary(grid: pd.DataFrame, points: pd.DataFrame, step_x1: float, step_x2: 
         color=alt.Color("label:N", title="class", scale=alt.Scale(domain=["0", "1"], range=["#2166ac", "#b2182b"])),
         shape=alt.Shape("result:N", scale=alt.Scale(domain=["right", "wrong"], range=["circle", "cross"])),
         tooltip=["label:N", "predicted:Q", "result:N"])
-    return (field + pts).properties(height=330).configure_legend(orient="bottom", direction="horizontal")
+    # Whole legend titles and labels ("class", not "clas").
+    return (field + pts).properties(height=330).configure_legend(orient="bottom", direction="horizontal",
+                                                                  titleLimit=0, labelLimit=0)
 
 
 def confusion(frame: pd.DataFrame, title: str) -> alt.Chart:
     labels = list(dict.fromkeys(frame["true"]))
-    base = alt.Chart(frame).encode(x=alt.X("predicted:N", sort=labels), y=alt.Y("true:N", sort=labels))
+    axis = alt.Axis(labelOverlap=False, labelAngle=0)  # every class labelled, not 0/4/8
+    base = alt.Chart(frame).encode(x=alt.X("predicted:N", sort=labels, axis=axis),
+                                   y=alt.Y("true:N", sort=labels, axis=axis))
     rect = base.mark_rect().encode(color=alt.Color("share:Q", title="share of row",
                                                    scale=alt.Scale(scheme="greens", domain=[0, 1])),
                                    tooltip=["true:N", "predicted:N", "count:Q",

@@ -1,4 +1,9 @@
-"""Downloads of exactly the table on screen: CSV, Parquet, Excel, Markdown and LaTeX.
+"""Downloads of the table on screen, each in the form its use needs: CSV, Parquet, Excel, Markdown and LaTeX.
+
+Markdown and LaTeX are for reading and pasting into a report: they carry the formatted cells as on screen. CSV,
+Parquet and Excel are for computing: given the cells' numbers (``numbers``: one row per cell, the factor levels,
+mean, spread bounds, n, ... as columns, the long table) they carry those, with Excel adding the formatted table as a
+second sheet; without them they carry the formatted table.
 
 Every format carries the same cells (the same text, the same rounding, so the spread's name and the marks travel
 inside each cell); only the marking of the best cell follows each format's idiom: bold in Markdown (``**``), Excel
@@ -81,6 +86,7 @@ def to_latex(table: pd.DataFrame, best: tuple[str, str] | None = None, caption: 
     lines = []
     if caption:
         lines.append(f"% {caption}")
+    lines.append(r"% needs \usepackage{booktabs} (\toprule, \midrule, \bottomrule) in the preamble")
     lines += [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule"]
     if table.columns.name:
         lines.append(r" & \multicolumn{" + str(len(header) - 1) + r"}{c}{" + latex_escape(table.columns.name)
@@ -118,26 +124,59 @@ def table_bytes(table: pd.DataFrame, fmt: str, best: tuple[str, str] | None = No
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
+def numbers_bytes(numbers: pd.DataFrame, fmt: str, table: pd.DataFrame | None = None,
+                  best: tuple[str, str] | None = None, notes: list[str] | None = None) -> bytes:
+    """CSV, Parquet or Excel of the cells' numbers (one row per cell, numbers as numbers); Excel adds the formatted
+    ``table`` and the notes as sheets."""
+    ext = FORMATS[fmt][0] if fmt in FORMATS else fmt
+    if ext == "csv":
+        return numbers.to_csv(index=False).encode("utf-8")
+    if ext == "parquet":
+        buf = io.BytesIO()
+        numbers.to_parquet(buf, index=False)
+        return buf.getvalue()
+    if ext == "xlsx":
+        buf = io.BytesIO()
+        with pd.ExcelWriter(buf, engine="openpyxl") as xl:
+            numbers.to_excel(xl, index=False, sheet_name="cells")
+            if table is not None:
+                _flat(table).to_excel(xl, index=False, sheet_name="table")
+            if notes:
+                pd.DataFrame({"notes": notes}).to_excel(xl, index=False, sheet_name="notes")
+        return buf.getvalue()
+    raise ValueError(f"numbers download in {fmt!r}: use CSV, Parquet or Excel")
+
+
 def buttons(table: pd.DataFrame, stem: str, key: str, best: tuple[str, str] | None = None,
             caption: str | None = None, formats: tuple[str, ...] = tuple(FORMATS),
-            notes: list[str] | None = None) -> None:
-    """One download button per format, in a row."""
+            notes: list[str] | None = None, numbers: pd.DataFrame | None = None) -> None:
+    """One download button per format, in a row (``numbers``: see the module's docstring)."""
     cols = st.columns(len(formats))
     for col, fmt in zip(cols, formats):
         ext, mime = FORMATS[fmt]
+        numeric = numbers is not None and ext in ("csv", "parquet", "xlsx")
+        payload = (numbers_bytes(plain(numbers), fmt, table, best, notes) if numeric
+                   else table_bytes(table, fmt, best, caption, notes))
         with col:
-            st.download_button(fmt, table_bytes(table, fmt, best, caption, notes), file_name=f"{stem}.{ext}", mime=mime,
-                               key=f"{key}_{ext}", on_click="ignore", width="stretch")
+            st.download_button(fmt, payload, file_name=f"{stem}.{ext}", mime=mime, key=f"{key}_{ext}",
+                               on_click="ignore", width="stretch",
+                               help="the cells' numbers, one row per cell" if numeric else "the table as shown")
+
+
+def plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """Nested values (lists, structs) as text, so that every format can hold them."""
+    safe = frame.copy()
+    for c in safe.columns:
+        if safe[c].dtype == object and safe[c].map(lambda v: isinstance(v, (list, dict, tuple))).any():
+            safe[c] = safe[c].map(lambda v: v if not isinstance(v, (list, dict, tuple)) else str(v))
+    return safe
 
 
 def frame_buttons(frame: pd.DataFrame, stem: str, key: str) -> None:
     """CSV and Parquet of a plain result frame (the SQL page, the long table of cells)."""
     cols = st.columns(2)
     buf = io.BytesIO()
-    safe = frame.copy()
-    for c in safe.columns:  # nested values (lists, structs) as text so both formats can hold them
-        if safe[c].dtype == object and safe[c].map(lambda v: isinstance(v, (list, dict, tuple))).any():
-            safe[c] = safe[c].map(lambda v: v if not isinstance(v, (list, dict, tuple)) else str(v))
+    safe = plain(frame)
     try:
         safe.to_parquet(buf, index=False)
         parquet = buf.getvalue()

@@ -48,11 +48,12 @@ SET_COLUMNS = {"study": "studies", "tags": "tags"}
 
 
 def filterable_columns(runs: pd.DataFrame) -> list[str]:
+    """The study, the status, every config column, and last the run id (what a link to one run filters on)."""
     cols = ["study"] + [c for c in ("status",) + CONFIG_COLUMNS if c in runs]
     if "tags" in runs and any(len(t) for t in runs["tags"]):
         cols.append("tags")
     order = {c: i for i, c in enumerate(PREFERRED)}
-    return sorted(dict.fromkeys(cols), key=lambda c: (order.get(c, len(order)), c))
+    return sorted(dict.fromkeys(cols), key=lambda c: (order.get(c, len(order)), c)) + ["run_id"]
 
 
 def values_of(runs: pd.DataFrame, column: str) -> list[str]:
@@ -94,23 +95,27 @@ def varying_columns(runs: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[s
     return out
 
 
-def most_recent_study(runs: pd.DataFrame) -> str | None:
-    """The study whose newest run started last (None when no run belongs to a study)."""
-    if "studies" not in runs or "started_at" not in runs:
-        return None
-    members = runs[["studies", "started_at"]].explode("studies").dropna()
-    return str(members.groupby("studies")["started_at"].max().idxmax()) if len(members) else None
-
-
 def sidebar(runs: pd.DataFrame, default_columns: tuple[str, ...] = ("study", "task"),
-            picked: dict[str, list[str]] | None = None) -> pd.DataFrame:
-    """Draw the filters in the sidebar and return the runs that pass them. ``picked``: column -> the values picked
-    while the URL names none (the Factors page opens on the most recent study)."""
+            open_on: str | None = None) -> pd.DataFrame:
+    """Draw the filters in the sidebar and return the runs that pass them.
+
+    ``open_on`` (ui.defaults.latest_study): a link that names no filter (and no runs) opens on this study, written
+    into the URL so that the link keeps showing it after newer studies are trained."""
     with st.sidebar:
         st.subheader("Filter runs")
         columns = filterable_columns(runs)
         varying = set(varying_columns(runs)) | {"study", "status"}
-        in_url = [k[2:] for k in st.query_params.keys() if k.startswith("f.") and k[2:] in columns]
+        asked = [k[2:] for k in st.query_params.keys() if k.startswith("f.")]
+        url.ignored("filter on", [c for c in asked if c not in columns], "the other filters")
+        in_url = [c for c in asked if c in columns]
+        if open_on and not asked and "runs" not in st.query_params:
+            st.query_params["f.study"] = open_on
+        studies = set(values_of(runs, "study"))
+        named = [v for v in url.get_all("f.study") if v != url.EVERYTHING]
+        if open_on and named and not studies & set(named):  # no study of the link is here: the newest instead
+            url.ignored("f.study", named, f"the newest study, {open_on}")
+            st.query_params["f.study"] = open_on
+            in_url = ["study"]
         defaults = [c for c in default_columns if c in columns]
         shown = url.multiselect("Filter on", columns, "filters", default=tuple(dict.fromkeys(defaults + in_url)),
                                 help="Any config column, the study, or the status. Each filter keeps the runs "
@@ -120,9 +125,15 @@ def sidebar(runs: pd.DataFrame, default_columns: tuple[str, ...] = ("study", "ta
             options = values_of(runs, column)
             label = column + ("" if column in varying else " (one value)")
             selected[column] = url.multiselect(label, options, f"f.{column}", placeholder="all",
-                                               default=tuple((picked or {}).get(column, ())))
+                                               keep_empty=column == "study" and bool(open_on))
         for key in [k for k in st.query_params.keys() if k.startswith("f.") and k[2:] not in shown]:
             del st.query_params[key]
         kept = apply(runs, selected)
         st.caption(f"{len(kept):,} of {len(runs):,} runs match")
     return kept
+
+
+def chosen_study(runs: pd.DataFrame) -> str | None:
+    """The one study the sidebar's filter picks (None: none or several)."""
+    picked = [v for v in url.get_all("f.study") if v not in (url.EVERYTHING, MISSING)]
+    return picked[0] if len(picked) == 1 else None

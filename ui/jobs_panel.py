@@ -138,12 +138,11 @@ def _ago(t: float | None) -> str:
 
 
 def _link_params(job) -> dict[str, str]:
-    """Sidebar filters of the Curves and Tables pages (``f.<column>``) that select exactly the job's runs."""
-    from ui.filters import fmt
+    """The sidebar filter of the Curves and Tables pages (``f.<column>``) that selects exactly the job's runs: the
+    study, or the run's id (one short filter, not one per config field)."""
     if job.study:
         return {"f.study": job.study}
-    config = job.configs[0]
-    return {f"f.{k}": fmt(tuple(v) if isinstance(v, list) else v) for k, v in config.items() if v is not None}
+    return {"f.run_id": job.run_ids[0]}
 
 
 def _links(job) -> None:

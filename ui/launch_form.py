@@ -55,6 +55,7 @@ def config_form(prefix: str, skip: tuple[str, ...] = (), columns: int = 4) -> tu
     values: dict[str, Any] = {}
     struct: dict[str, Any] = {}
     errors: list[str] = []
+    slots: dict[str, Any] = {}  # under each widget: where its error goes
     task = st.session_state.get(f"{prefix}.task", "points")
     grouped = {n for _, names in GROUPS for n in names}
     others = tuple(n for n in info if n not in grouped)  # a field added to RunConfig later still gets a widget
@@ -76,13 +77,18 @@ def config_form(prefix: str, skip: tuple[str, ...] = (), columns: int = 4) -> tu
             except ConfigError as e:
                 errors.append(str(e))
                 continue
+            finally:
+                slots[name] = col.empty()
             if value is not None:
                 values[name] = value
             if name in STRUCTURAL:
                 struct[name] = value
-    if errors:
-        return values, errors[0]
-    return values, config_error(values)
+    error = errors[0] if errors else config_error(values)
+    if error:
+        field = next((n for n in slots if error.startswith((f"{n} ", f"{n}:", f"{n}="))), None)
+        if field:  # said at the field it is about, in the config's own words
+            slots[field].error(error, icon="⚠️")
+    return values, error
 
 
 def _widget(col, name: str, meta: dict, default: Any, struct: dict, key: str) -> Any:

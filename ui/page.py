@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ui import data
+from ui import data, url
 from ui.curation import hide_excluded
 from ui.state import guard, store_root, store_version
 
@@ -37,6 +37,7 @@ def load_runs() -> tuple[str, str, pd.DataFrame]:
     if runs.empty:
         st.info(f"The run store at `{root}` has no runs yet. {DEMO_HINT}")
         st.stop()
+    url.start_notices()
     return root, version, hide_excluded(runs)
 
 

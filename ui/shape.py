@@ -5,6 +5,7 @@ Kept apart from the pages so it is unit-testable and so that every number on scr
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from engine.metrics import goal
@@ -68,6 +69,7 @@ def curve_frame(curves: pd.DataFrame, runs: pd.DataFrame, metric: str, x: str, g
     meta = pd.DataFrame({"run_id": runs["run_id"], "status": runs["status"],
                          "config": config_labels(runs, named)}, index=runs.index)
     meta["series"] = meta["config"] if group else meta["run_id"].str[:8] + " " + meta["config"]
+    factors = list(dict.fromkeys(factors))  # colour and facet by one factor: one column
     factor_cols = [f"_{f}" for f in factors]
     for f in factors:
         meta[f"_{f}"] = fmt_series(runs[f])
@@ -80,6 +82,8 @@ def curve_frame(curves: pd.DataFrame, runs: pd.DataFrame, metric: str, x: str, g
     df = df[df["run_id"].isin(run_info.index)].sort_values(["run_id", "epoch"], kind="stable")
     df = df.assign(sid=df["run_id"].map(run_info["sid"]).to_numpy(),
                    x=df["epoch"] if x == "epoch" else df["time_s"])
+    # inf (a blown-up loss) is no value to average or draw: treated as missing, like NaN.
+    df[metric] = df[metric].where(np.isfinite(df[metric].astype(float)))
     if smoothing > 0:
         smoothed = df.groupby("run_id", sort=False)[metric].ewm(alpha=1.0 - smoothing, ignore_na=True).mean()
         df["y"] = smoothed.reset_index(level=0, drop=True).where(df[metric].notna())
@@ -95,15 +99,15 @@ def curve_frame(curves: pd.DataFrame, runs: pd.DataFrame, metric: str, x: str, g
             x=("x", "mean"), y=("y", "mean"), std=("y", "std"), lo_mm=("y", "min"), hi_mm=("y", "max"),
             n=("y", "count")).reset_index()
         agg = agg[agg["n"] > 0]
+        agg["spread"] = agg["std"].fillna(0.0)
         if band == "min-max":
             agg["lo"], agg["hi"] = agg["lo_mm"], agg["hi_mm"]
         else:
-            sd = agg["std"].fillna(0.0)
-            agg["lo"], agg["hi"] = agg["y"] - sd, agg["y"] + sd
+            agg["lo"], agg["hi"] = agg["y"] - agg["spread"], agg["y"] + agg["spread"]
         lines = agg.drop(columns=["std", "lo_mm", "hi_mm"])
     else:
         lines = df[["sid", "run_id", "epoch", "x", "y"]].dropna(subset=["y"])
-        lines = lines.assign(lo=lines["y"], hi=lines["y"], n=1)
+        lines = lines.assign(lo=lines["y"], hi=lines["y"], n=1, spread=0.0)
     lines = lines.join(series_info, on="sid").drop(columns="sid")
 
     flags = meta.assign(diverged=meta["status"] == "diverged", running=meta["status"] == "running")
@@ -112,6 +116,39 @@ def curve_frame(curves: pd.DataFrame, runs: pd.DataFrame, metric: str, x: str, g
     finals = lines.sort_values("epoch").groupby("series").tail(1).set_index("series")["y"]
     groups = counts.join(finals.rename(f"last {metric}")).reset_index()
     return lines.reset_index(drop=True), ends.reset_index(drop=True), groups
+
+
+def fit_range(lines: pd.DataFrame, ends: pd.DataFrame, diverged_series: set[str], fraction: bool
+              ) -> tuple[pd.DataFrame, pd.DataFrame, tuple[float, float] | None, int]:
+    """The y range a reader needs, and the points that would wreck it.
+
+    The range comes from the series without a diverged run (all series when every one diverged): their means and
+    bands, plus a margin. A diverged run's last epochs (1e36 before the blow-up) would squash every other line into
+    a flat stripe, so their points further than one range-width outside are left out and counted (a diverged
+    run's end marker is kept: the chart's scale clamps it to the edge, its tooltip keeps the value). Fractions
+    (accuracies, coverage) stay within [0, 1]: a mean ± std band is clipped there. Returns (lines, ends,
+    (lo, hi) or None, number of points left out)."""
+    if lines.empty:
+        return lines, ends, None, 0
+    ref = lines[~lines["series"].isin(diverged_series)]
+    ref = ref if len(ref) else lines
+    values = pd.concat([ref["y"], ref["lo"], ref["hi"]]).astype(float)
+    values = values[np.isfinite(values)]
+    if fraction:
+        values = values.clip(0.0, 1.0)
+    lo, hi = float(values.min()), float(values.max())
+    span = hi - lo if hi > lo else max(abs(hi) * 0.1, 1e-9)
+    window = (lo - span, hi + span)
+    inside = lines["y"].between(*window)
+    lines = lines[inside].copy()
+    floor, ceiling = (0.0, 1.0) if fraction else window
+    lines["lo"] = lines["lo"].clip(max(window[0], floor), min(window[1], ceiling))
+    lines["hi"] = lines["hi"].clip(max(window[0], floor), min(window[1], ceiling))
+    margin = span * 0.05
+    domain = (lo - margin, hi + margin)
+    if fraction:
+        domain = (max(domain[0], 0.0), min(domain[1], 1.0))
+    return lines, ends, domain, int((~inside).sum())
 
 
 # --- runs side by side -------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import streamlit as st
 
 from engine.errors import is_user_error
 from engine.store import RunStore, default_store_root
+from ui import url
 
 
 def store_root() -> str:
@@ -61,6 +62,7 @@ def ensure_router() -> None:
     (``/tables?...``) would run the page on its own, in v1 mode: no Overview in the menu, the page layout lost, and
     every later session the same until someone opened the root URL. Clearing the flag and rerunning makes that first
     run go through dashboard.py like every other one."""
+    url.clear_notices()  # the notice area of ui.url belongs to one page's run
     try:
         from streamlit import runtime
         from streamlit.runtime.pages_manager import PagesManager

@@ -27,18 +27,20 @@ def _flag_type(kind: str):
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per RunConfig field, named after it, with its allowed values and default in --help."""
+    """One flag per RunConfig field, named after it, with its allowed values and default in --help. Spelled with
+    hyphens as command lines are (``--batch-size``); the field's own spelling (``--batch_size``) stays an alias."""
     group = parser.add_argument_group("run config (any field; unset fields take the task's default)")
     for name, info in field_help().items():
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
         kind = info["kind"]
         default = info["default"]
         shown = "task default" if default is None else default
         text = f"{info['help']} [default: {shown}]"
         if kind == "ints":
             # --hidden 100 150, or --hidden 100,150; a bare --hidden means no hidden layer (the linear model).
-            group.add_argument(f"--{name}", nargs="*", default=None, metavar="N", help=text)
+            group.add_argument(*flags, dest=name, nargs="*", default=None, metavar="N", help=text)
         else:
-            group.add_argument(f"--{name}", type=_flag_type(kind), default=None, choices=info["choices"],
+            group.add_argument(*flags, dest=name, type=_flag_type(kind), default=None, choices=info["choices"],
                                metavar=None if info["choices"] else kind.upper(), help=text)
 
 
