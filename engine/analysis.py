@@ -424,9 +424,47 @@ def importance_of_runs(runs: "pd.DataFrame", metric: str, what: str = "these run
     table = _values(runs, metric, factors).rename(columns={"value": metric})
     try:
         result = factor_importance(table, factors, metric, diverged_column="diverged")
+        if result.reason and "confounded" in result.reason:
+            # An odd cell out (the linear model: hidden=[] only with activation=identity) makes every level of one
+            # factor stand for a level of another. The complete factorial inside the study still answers the
+            # question for the rest: fit that, and say which levels were left out.
+            kept, left_out = complete_design(table, factors)
+            if left_out and len(kept) >= 2:
+                inner = factor_importance(kept, factors, metric, diverged_column="diverged")
+                if not inner.reason:
+                    follows += [{"term": f"{f}={lv}", "reason": f"{n} run(s) left out: with this level the design "
+                                 "is not a complete factorial (its levels of the other factors are confounded)"}
+                                for f, lv, n in left_out]
+                    result = inner
     except StatsError as e:
         raise AnalysisError(str(e)) from None
     return dataclasses.replace(result, dropped=tuple(follows) + result.dropped) if follows else result
+
+
+def complete_design(table: "pd.DataFrame", factors: Sequence[str]) -> tuple["pd.DataFrame", list[tuple[str, str, int]]]:
+    """The rows of the largest complete factorial found by dropping, one at a time, the level that appears with the
+    smallest share of the other factors' level combinations; and (factor, level text, runs) of each level dropped."""
+    import pandas as pd
+    texts = pd.DataFrame({f: _texts(table[f]) for f in factors}, index=table.index)
+    keep = pd.Series(True, index=table.index)
+    left_out: list[tuple[str, str, int]] = []
+    while keep.any():
+        present = texts[keep].drop_duplicates()
+        sizes = {f: present[f].nunique() for f in factors}
+        worst = None
+        for f in factors:
+            others = int(np.prod([sizes[g] for g in factors if g != f]))
+            for lv, n_cells in present[f].value_counts().items():
+                cover = n_cells / others
+                if cover < 1 and (worst is None or cover < worst[0]):
+                    worst = (cover, f, lv)
+        if worst is None:
+            break
+        _, f, lv = worst
+        hit = keep & (texts[f] == lv)
+        left_out.append((f, lv, int(hit.sum())))
+        keep &= ~hit
+    return table[keep], left_out
 
 
 # --- the Factors page and the report: each factor on its own, two factors together ----------------------------------

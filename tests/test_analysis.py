@@ -281,3 +281,28 @@ def test_a_baseline_level_that_does_not_apply_resolves(store):
     res = analyze(store, "grid", by=["optimizer", "momentum"], baseline={"optimizer": "adam", "momentum": "n/a"})
     base = next(c for c in res.cells if c.vs_baseline_mark == "baseline")
     assert base.key["optimizer"] == "adam" and base.key["momentum"] is None
+
+
+def test_an_odd_cell_out_is_left_out_of_the_anova_and_named(tmp_path):
+    """activation x optimizer is complete for relu/tanh x adam/sgd; one odd cell (sigmoid only with rmsprop) makes
+    each of its levels stand for the other's, so the full model is confounded. The importance is that of the
+    complete 2x2 part, and the levels left out are named with their run counts."""
+    import pandas as pd
+    store = RunStore(tmp_path / "runs", durable=False, compact_threshold=None)
+    for act in ("relu", "tanh"):
+        for opt in ("adam", "sgd"):
+            for seed in range(3):
+                write(store, "odd", RunConfig(activation=act, optimizer=opt, seed=seed, epochs=1),
+                      [acc(act, opt, seed)])
+    for seed in range(3):
+        write(store, "odd", RunConfig(activation="sigmoid", optimizer="rmsprop", seed=seed, epochs=1), [0.3 + seed / 100])
+    fi = analysis.study_importance(store, "odd")
+    assert fi.reason is None and fi.n == 12
+    rows = [{"activation": a, "optimizer": o, "v": acc(a, o, s)}
+            for a in ("relu", "tanh") for o in ("adam", "sgd") for s in range(3)]
+    direct = stats.factor_importance(pd.DataFrame(rows), ["activation", "optimizer"], "v")
+    assert [t.term for t in fi.terms] == [t.term for t in direct.terms]
+    assert [t.sum_sq for t in fi.terms] == pytest.approx([t.sum_sq for t in direct.terms], rel=1e-9)
+    left_out = [d for d in fi.dropped if "left out" in d["reason"]]
+    assert len(left_out) == 1 and left_out[0]["term"] in ("activation=sigmoid", "optimizer=rmsprop")
+    assert left_out[0]["reason"].startswith("3 run(s) left out")
