@@ -44,8 +44,10 @@ with one_run:
         config = RunConfig.from_dict(values)
         s, error = study_builder.summary_or_error(study_data(f"run-{config.run_id}", base=values, seeds=[config.seed]))
         if s is not None:
-            st.info(f"Run `{config.run_id}`: " + ("already in the store, launching trains nothing" if s["cached"]
-                                                   else f"not in the store yet, {study_builder.about_text(s)}"))
+            st.info(f"Run id `{config.run_id}`: " + ("already in the store, launching trains nothing" if s["cached"]
+                                                      else f"not in the store yet, {study_builder.about_text(s)}"))
+        else:
+            error = launch_form.in_user_words(error)[1]
     if error is not None:
         st.error(error)
     jobs_panel.launch_button("Launch run", "launch_run", error is not None,
@@ -57,19 +59,22 @@ with study:
     if "study.name" not in st.session_state:
         st.session_state["study.name"] = f"launch-{time.strftime('%Y%m%d-%H%M%S')}"
     c = st.columns(3)
-    name = c[0].text_input("Study name", key="study.name", help="Runs are recorded under this study name")
-    seeds = int(c[1].number_input("Seeds per cell", min_value=1, max_value=100, value=2, step=1, key="study.seeds"))
-    epochs = int(c[2].number_input("Epochs", min_value=1, max_value=10_000, value=10, step=1, key="study.epochs"))
+    name = c[0].text_input("Study name", key="study.name", help="Runs are recorded under this study name").strip()
+    study_builder.warn_if_study_exists(c[0], name)
+    seeds, seeds_error = launch_form.number_field(c[1], "Seeds per cell", "study.seeds", 2, low=1, high=100)
+    epochs, epochs_error = launch_form.number_field(c[2], "Epochs", "study.epochs", 10, low=1, high=10_000)
     st.markdown("##### Base config")
     base, error = launch_form.config_form("study", skip=("seed", "epochs"))
     base["epochs"] = epochs
     st.markdown("##### Vary")
-    factors, factor_error = study_builder.factor_inputs("study", base)
-    error = error or factor_error
-    data = study_data(name, study_builder.minimal_base(base), factors, seeds)
+    factors, factor_error, factor_slots = study_builder.factor_inputs("study", base)
+    error = seeds_error or epochs_error or error or factor_error or (None if name else "Give the study a name")
+    data = study_data(name, study_builder.minimal_base(base), factors, seeds or 1)
     s = None
     if error is None:
         s, error = study_builder.summary_or_error(data)
+        if error is not None:
+            error = launch_form.show_at_field(error, factor_slots)
     if error is not None:
         st.error(error)
     else:
