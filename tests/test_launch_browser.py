@@ -119,7 +119,7 @@ def test_launch_watch_open_in_curves_and_cancel(app):
             set_number(page, "study-seeds", 2)
             set_number(page, "study-points-n_samples", 300)
             set_number(page, "study-points-batch_size", 50)
-            pick(page, "study-factors", "activation")
+            pick(page, "study-factors", "Activation")
             pick(page, "study-f-activation", "tanh")
             expect(page.get_by_text(re.compile(r"2 cells × 2 seeds = 4 runs, 0 cached, 4 to train"))).to_be_visible()
             page.get_by_role("button", name="Launch study").dblclick()  # a double click launches once
@@ -164,6 +164,58 @@ def test_launch_watch_open_in_curves_and_cancel(app):
             assert sidebar_nav(page) == APP_NAV, sidebar_nav(page)
         except BaseException:
             report_failure(page, "launch", queue_state(queue) + "\n===== server log =====\n"
+                           + tail(root.parent / "server.log"))
+            raise
+        finally:
+            browser.close()
+
+
+def test_a_bad_number_is_refused_at_its_field_then_fixed_launched_and_cancelled_under_one_id(app):
+    """Issue 14's Launch journey: arrive, type 2.5 epochs, read why at the field, fix it, launch, find the job's
+    card by the id the confirmation named, cancel it, and see the confirmation go."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, root = app
+    queue = JobQueue(root)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.add_init_script(TRACKER_JS)
+        page.set_default_timeout(RUN_TIMEOUT_MS)
+        try:
+            page.goto(f"{base}/launch")
+            page.get_by_role("button", name="Launch run").wait_for()
+            idle(page)
+            launch = page.get_by_role("button", name="Launch run")
+            epochs_column = page.get_by_test_id("stColumn").filter(has=page.locator(".st-key-run-points-epochs"))
+
+            set_number(page, "run-points-epochs", "2.5")
+            expect(epochs_column.get_by_text("Epochs must be a whole number (you typed 2.5)")).to_be_visible()
+            expect(page.locator(".st-key-run-points-epochs input")).to_have_value("2.5")  # kept, not truncated
+            expect(launch).to_be_disabled()
+            screenshot(page, "first-minutes-launch-1-bad-value")
+
+            set_number(page, "run-points-epochs", "10000")   # long enough to be cancelled while it runs
+            set_number(page, "run-points-batch_size", "1")
+            expect(epochs_column.get_by_text(re.compile("Epochs must"))).to_have_count(0)
+            expect(page.get_by_text(re.compile(r"^Run id `?[0-9a-f]+`?: not in the store yet, about .* "
+                                               r"\(from a calibration run on this machine\)"))).to_be_visible()
+            expect(launch).to_be_enabled()
+            launch.click()
+            idle(page)
+            job = launched_job(page, queue, r"Queued job [0-9a-f]{16}: points")
+            card = page.locator(f".st-key-job-{job.id}")
+            expect(card.get_by_text(re.compile(rf"job {job.id}"))).to_be_visible()  # the message's id, on its card
+            screenshot(page, "first-minutes-launch-2-queued")
+
+            wait_for_card_state(page, job.id, "running")
+            card.get_by_role("button", name="Cancel").click()
+            wait_for_card_state(page, job.id, "cancelled")
+            expect(page.get_by_text(re.compile(rf"Queued job {job.id}"))).to_have_count(0)  # not left stale
+            assert queue.require(job.id).state == "cancelled"
+            screenshot(page, "first-minutes-launch-3-cancelled")
+        except BaseException:
+            report_failure(page, "launch-journey", queue_state(queue) + "\n===== server log =====\n"
                            + tail(root.parent / "server.log"))
             raise
         finally:

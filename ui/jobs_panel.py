@@ -109,7 +109,7 @@ def launch_button(label: str, key: str, disabled: bool, do_submit, what: Any = N
     if shown is not None and shown[0] == fingerprint:
         kind, text, *job_id = shown[1]
         job = get_queue().get(job_id[0]) if job_id else None
-        if job_id and (job is None or job.state == "cancelled"):
+        if job_id and (job is None or job.cancel_requested or job.state == "cancelled"):
             del st.session_state[f"{key}.message"]
         else:
             getattr(st, kind)(text)
