@@ -23,10 +23,10 @@ st.caption(f"Run store: `{store_root()}` · this machine: " + " · ".join(info.d
 c = st.columns([2, 1])
 device = c[0].selectbox("Device", info.choices(), format_func=lambda d: jobs_panel.device_label(info, d),
                         key="launch.device", help="auto: the CUDA GPU, else Apple's MPS, else the CPU")
-timeout_s = 60 * c[1].number_input("Wall-clock limit per job (minutes)", min_value=0.1, max_value=43200.0,
-                                   value=lim.timeout_s / 60, format="%g", key="launch.timeout_min",
-                                   help="A job still running after this long stops as timed_out; finished runs "
-                                        "are kept")
+timeout_min, limit_error = launch_form.number_field(
+    c[1], "Wall-clock limit per job (minutes)", "launch.timeout_min", lim.timeout_s / 60, low=0.1, high=43200.0,
+    kind="float", help="A job still running after this long stops as timed_out; finished runs are kept")
+timeout_s = 60 * (timeout_min or lim.timeout_s / 60)
 
 ray_address = None
 if st.toggle("Train on a Ray cluster", value=bool(os.environ.get(RAY_ADDRESS_ENV)), key="launch.on_ray",
@@ -48,6 +48,7 @@ with one_run:
                                                       else f"not in the store yet, {study_builder.about_text(s)}"))
         else:
             error = launch_form.in_user_words(error)[1]
+    error = limit_error or error
     if error is not None:
         st.error(error)
     jobs_panel.launch_button("Launch run", "launch_run", error is not None,
@@ -68,7 +69,7 @@ with study:
     base["epochs"] = epochs
     st.markdown("##### Vary")
     factors, factor_error, factor_slots = study_builder.factor_inputs("study", base)
-    error = seeds_error or epochs_error or error or factor_error or (None if name else "Give the study a name")
+    error = limit_error or seeds_error or epochs_error or error or factor_error or (None if name else "Give the study a name")
     data = study_data(name, study_builder.minimal_base(base), factors, seeds or 1)
     s = None
     if error is None:

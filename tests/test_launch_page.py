@@ -281,3 +281,15 @@ def test_without_a_configured_cluster_jobs_train_on_this_machine(store_root, mon
     at.button(key="launch_run").click().run()
     [job] = JobQueue(store_root).jobs()
     assert job.ray_address is None
+
+
+def test_the_time_limit_refuses_what_is_not_a_duration(store_root):
+    at = open_page()
+    at.text_input(key="launch.timeout_min").input("abc").run()
+    assert [e.value for e in at.columns[1].error] == ["Wall-clock limit per job (minutes) must be a number "
+                                                      "(you typed abc)"]
+    assert at.button(key="launch_run").disabled and at.button(key="launch_study").disabled
+    at.text_input(key="launch.timeout_min").input("1.5").run()
+    at.button(key="launch_run").click().run()
+    [job] = JobQueue(store_root).jobs()
+    assert job.timeout_s == 90.0

@@ -47,7 +47,10 @@ LABELS = {"n_samples": "Samples", "class_balance": "Class balance", "n_colors": 
 
 
 def label(name: str) -> str:
-    """The label the form shows for a config field (``lr`` -> "Learning rate")."""
+    """The label the form shows for a config field (``lr`` -> "Learning rate"); a title passed as it is shown
+    ("Seeds per cell") stays as it is."""
+    if not name.isidentifier():
+        return name
     return LABELS.get(name) or name.replace("_", " ").capitalize()
 
 
@@ -202,12 +205,13 @@ def _widget(col, name: str, meta: dict, default: Any, struct: dict, key: str, ty
     raise AssertionError(kind)
 
 
-def number_field(col, title: str, key: str, default: int, low: int, high: int) -> tuple[int | None, str | None]:
-    """A whole-number field outside the config (seeds, epochs of a study): (its value, or None and the error said
-    under it in the user's words)."""
-    raw = col.text_input(title, value=str(default), key=key)
+def number_field(col, title: str, key: str, default: float, low: float, high: float, kind: str = "int",
+                 help: str | None = None) -> tuple[int | float | None, str | None]:
+    """A number field outside the config (seeds, epochs of a study, the time limit): (its value, or None and the
+    error said under it in the user's words)."""
+    raw = col.text_input(title, value=f"{default:g}", key=key, help=help)
     try:
-        return parse_number(raw, title, "int", low=low, high=high), None
+        return parse_number(raw, title, kind, low=low, high=high), None
     except ConfigError as e:
         col.error(str(e), icon=":material/error:")
         return None, str(e)
