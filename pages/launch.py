@@ -23,10 +23,10 @@ st.caption(f"Run store: `{store_root()}` · this machine: " + " · ".join(info.d
 c = st.columns([2, 1])
 device = c[0].selectbox("Device", info.choices(), format_func=lambda d: jobs_panel.device_label(info, d),
                         key="launch.device", help="auto: the CUDA GPU, else Apple's MPS, else the CPU")
-timeout_s = 60 * c[1].number_input("Wall-clock limit per job (minutes)", min_value=0.1, max_value=43200.0,
-                                   value=lim.timeout_s / 60, format="%g", key="launch.timeout_min",
-                                   help="A job still running after this long stops as timed_out; finished runs "
-                                        "are kept")
+timeout_min, limit_error = launch_form.number_field(
+    c[1], "Wall-clock limit per job (minutes)", "launch.timeout_min", lim.timeout_s / 60, low=0.1, high=43200.0,
+    kind="float", help="A job still running after this long stops as timed_out; finished runs are kept")
+timeout_s = 60 * (timeout_min or lim.timeout_s / 60)
 
 ray_address = None
 if st.toggle("Train on a Ray cluster", value=bool(os.environ.get(RAY_ADDRESS_ENV)), key="launch.on_ray",
@@ -44,8 +44,11 @@ with one_run:
         config = RunConfig.from_dict(values)
         s, error = study_builder.summary_or_error(study_data(f"run-{config.run_id}", base=values, seeds=[config.seed]))
         if s is not None:
-            st.info(f"Run `{config.run_id}`: " + ("already in the store, launching trains nothing" if s["cached"]
-                                                   else f"not in the store yet, {study_builder.about_text(s)}"))
+            st.info(f"Run id `{config.run_id}`: " + ("already in the store, launching trains nothing" if s["cached"]
+                                                      else f"not in the store yet, {study_builder.about_text(s)}"))
+        else:
+            error = launch_form.in_user_words(error)[1]
+    error = limit_error or error
     if error is not None:
         st.error(error)
     jobs_panel.launch_button("Launch run", "launch_run", error is not None,
@@ -57,19 +60,22 @@ with study:
     if "study.name" not in st.session_state:
         st.session_state["study.name"] = f"launch-{time.strftime('%Y%m%d-%H%M%S')}"
     c = st.columns(3)
-    name = c[0].text_input("Study name", key="study.name", help="Runs are recorded under this study name")
-    seeds = int(c[1].number_input("Seeds per cell", min_value=1, max_value=100, value=2, step=1, key="study.seeds"))
-    epochs = int(c[2].number_input("Epochs", min_value=1, max_value=10_000, value=10, step=1, key="study.epochs"))
+    name = c[0].text_input("Study name", key="study.name", help="Runs are recorded under this study name").strip()
+    study_builder.warn_if_study_exists(c[0], name)
+    seeds, seeds_error = launch_form.number_field(c[1], "Seeds per cell", "study.seeds", 2, low=1, high=100)
+    epochs, epochs_error = launch_form.number_field(c[2], "Epochs", "study.epochs", 10, low=1, high=10_000)
     st.markdown("##### Base config")
     base, error = launch_form.config_form("study", skip=("seed", "epochs"))
     base["epochs"] = epochs
     st.markdown("##### Vary")
-    factors, factor_error = study_builder.factor_inputs("study", base)
-    error = error or factor_error
-    data = study_data(name, study_builder.minimal_base(base), factors, seeds)
+    factors, factor_error, factor_slots = study_builder.factor_inputs("study", base)
+    error = limit_error or seeds_error or epochs_error or error or factor_error or (None if name else "Give the study a name")
+    data = study_data(name, study_builder.minimal_base(base), factors, seeds or 1)
     s = None
     if error is None:
         s, error = study_builder.summary_or_error(data)
+        if error is not None:
+            error = launch_form.show_at_field(error, factor_slots)
     if error is not None:
         st.error(error)
     else:

@@ -96,30 +96,42 @@ if metric:
 st.subheader("Task view")
 split = url.radio("Split", ["val", "test", "train"], "split", "val")
 st.caption("From each run's stored checkpoint (the exact trained weights; no retraining).")
-for col, (_, r) in zip(st.columns(len(sel)), sel.iterrows()):
-    with col:
-        st.markdown(f"**{r['run_id'][:8]}** · {r['task']} · {r['status']}")
-        with st.spinner("Evaluating..."), guard("computing the task view"):
-            view, problem = data.task_view(root, r["run_id"], int(r["attempt"]), split)
-        if problem:
-            st.info(f"{what_happened(r)}: only completed runs keep their trained weights, so there is no task view."
-                    if r["status"] != "completed" else problem)
-            continue
-        for note in view.notes:
-            st.caption(note)
-        if view.kind == "boundary":
-            st.metric(f"{split} accuracy", f"{view.summary['accuracy']:.1%}")
-            st.altair_chart(charts.boundary(view.frames["grid"], view.frames["points"], view.summary["step_x1"],
-                                            view.summary["step_x2"]), key=f"boundary_{r['run_id']}")
-        elif view.kind == "confusion":
-            for head, frame in view.frames.items():
-                st.metric(f"{head} accuracy", f"{view.summary[f'{head}_accuracy']:.1%}")
-                st.altair_chart(charts.confusion(frame, f"{head} (rows: true)"), key=f"cm_{head}_{r['run_id']}")
-        else:
-            st.metric("RMSE", f"{view.summary['rmse']:.4g}",
-                      help=f"share inside ±2 std: {view.summary['within_2std']:.1%}")
-            st.altair_chart(charts.regression(view.frames["predictions"], view.summary["x_axis"]),
-                            key=f"reg_{r['run_id']}")
-            st.altair_chart(charts.calibration(view.frames["calibration"]), key=f"cal_{r['run_id']}")
-            st.dataframe(view.frames["calibration"][["nominal", "observed", "n"]], hide_index=True,
-                         key=f"caltab_{r['run_id']}")
+
+
+def task_view(r) -> None:
+    """One run's task view, from its checkpoint."""
+    st.markdown(f"**{r['run_id'][:8]}** · {r['task']} · {r['status']}")
+    with st.spinner("Evaluating..."), guard("computing the task view"):
+        view, problem = data.task_view(root, r["run_id"], int(r["attempt"]), split)
+    if problem:
+        st.info(f"{what_happened(r)}: only completed runs keep their trained weights, so there is no task view."
+                if r["status"] != "completed" else problem)
+        return
+    for note in view.notes:
+        st.caption(note)
+    if view.kind == "boundary":
+        st.metric(f"{split} accuracy", f"{view.summary['accuracy']:.1%}")
+        st.altair_chart(charts.boundary(view.frames["grid"], view.frames["points"], view.summary["step_x1"],
+                                        view.summary["step_x2"]), key=f"boundary_{r['run_id']}", width="content")
+    elif view.kind == "confusion":
+        for head, frame in view.frames.items():
+            st.metric(f"{head} accuracy", f"{view.summary[f'{head}_accuracy']:.1%}")
+            st.altair_chart(charts.confusion(frame, f"{head} (rows: true)"), key=f"cm_{head}_{r['run_id']}",
+                            width="content")
+    else:
+        st.metric("RMSE", f"{view.summary['rmse']:.4g}",
+                  help=f"share inside ±2 std: {view.summary['within_2std']:.1%}")
+        st.altair_chart(charts.regression(view.frames["predictions"], view.summary["x_axis"]),
+                        key=f"reg_{r['run_id']}")
+        st.altair_chart(charts.calibration(view.frames["calibration"]), key=f"cal_{r['run_id']}")
+        st.dataframe(view.frames["calibration"][["nominal", "observed", "n"]], hide_index=True,
+                     key=f"caltab_{r['run_id']}")
+
+
+# Two runs to a row at most, each drawn at its own size: a decision boundary on equal axes and a square confusion
+# matrix keep their shape and every label (four quarter-width columns squashed them).
+PER_ROW = 2
+for start in range(0, len(sel), PER_ROW):
+    for col, (_, r) in zip(st.columns(PER_ROW, border=True), sel.iloc[start:start + PER_ROW].iterrows()):
+        with col:
+            task_view(r)

@@ -181,7 +181,7 @@ def test_sql_refuses_a_forbidden_query(server, page, artifacts_dir):
     box.fill("SELECT * FROM read_csv('/etc/passwd')")
     box.press("Control+Enter")
     page.get_by_role("button", name="Run").click()
-    page.get_by_text("Refused.", exact=True).wait_for()  # the docs expander also says "refused"
+    page.get_by_text("Refused.", exact=True).wait_for()  # the refusal, not the help text that mentions it
     settle(page)
     no_exception(page)
     assert "root:x:0:0" not in page.content()
@@ -206,4 +206,8 @@ def test_runs_side_by_side(server, page, artifacts_dir, seeded_store):
     settle(page)
     no_exception(page)
     assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 6
+    # Two task views to a row: the first two runs side by side, the next two below them (not four narrow columns).
+    heads = [page.locator("strong", has_text=re.compile(rf"^{r[:8]}$")).first.bounding_box() for r in ids]
+    assert heads[0]["y"] == heads[1]["y"] < heads[2]["y"] == heads[3]["y"], heads
+    assert heads[1]["x"] - heads[0]["x"] > 400, heads
     shot(page, artifacts_dir, "4-runs")

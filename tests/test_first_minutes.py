@@ -222,3 +222,41 @@ def test_a_link_to_one_run_is_one_short_filter(studies):
     assert f"1 of {studies.n_runs} runs match" in texts(at)
     (spec, data), = charts(at)
     assert set(data.loc[data["kind"] == "line", "n"]) == {1}
+
+
+def test_task_views_keep_their_shape_equal_axes_and_square_matrices():
+    from ui import charts as ui_charts
+    # The grid's cells span x1 in [-2, 4] and x2 in [-1, 1]: three times as wide as tall, drawn so.
+    grid = pd.DataFrame([(x1, x2, 0.5) for x1 in (-2.0, 0.0, 2.0) for x2 in (-1.0, 0.0)], columns=["x1", "x2", "p1"])
+    points = pd.DataFrame({"x1": [0.0], "x2": [0.0], "label": [1], "predicted": [1], "correct": [True]})
+    spec = ui_charts.boundary(grid, points, step_x1=2.0, step_x2=1.0).to_dict()
+    assert (spec["width"], spec["height"]) == (ui_charts.TASK_VIEW_SIZE, round(ui_charts.TASK_VIEW_SIZE / 3))
+    assert spec["layer"][0]["encoding"]["x"]["scale"]["domain"] == [-2.0, 4.0]
+    assert spec["layer"][0]["encoding"]["y"]["scale"]["domain"] == [-1.0, 1.0]
+    assert ui_charts.equal_axes((0, 3), (0, 1), longest=300) == (300, 100)
+    # Ten classes: a square with every one of them on both axes.
+    labels = [str(i) for i in range(10)]
+    frame = pd.DataFrame([(t, p, int(t == p) * 9, float(t == p)) for t in labels for p in labels],
+                         columns=["true", "predicted", "count", "share"])
+    cm = ui_charts.confusion(frame, "digit").to_dict()
+    assert cm["width"] == cm["height"] == 300
+    for axis in ("x", "y"):
+        enc = cm["layer"][0]["encoding"][axis] if "encoding" in cm["layer"][0] else cm["encoding"][axis]
+        assert enc["sort"] == labels and enc["axis"]["labelOverlap"] is False
+
+
+@pytest.mark.parametrize("n_panels, columns", [(2, 2), (3, 3), (4, 2), (7, 3)])
+def test_facets_wrap_and_keep_a_solid_legend(n_panels, columns):
+    from ui import charts as ui_charts
+    names = [f"a{i}" for i in range(n_panels)]
+    lines = pd.DataFrame([dict(x=e, y=0.9, series=a, config=f"activation={a}", epoch=e, n=3, lo=0.88, hi=0.92,
+                               spread=0.02, _activation=a) for a in names for e in range(3)])
+    spec = ui_charts.curves(lines, lines.iloc[:0], metric="val_accuracy", x_title="epoch", color="activation",
+                            dash=None, facet="activation", band="std", log_y=False, percent=True).to_dict()
+    assert spec["columns"] == columns and spec["spec"]["width"] == ui_charts.FACET_WIDTH[columns]
+    colours = [layer["encoding"]["color"] for layer in spec["spec"]["layer"] if "color" in layer["encoding"]]
+    # Every layer that colours states the same, solid legend: none says legend=None, which would drop it when
+    # faceted (Vega-Lite merges the layers' legends).
+    assert len(colours) == 2 and all(c["legend"]["symbolOpacity"] == 1 for c in colours)
+    tips = {t["title"]: t.get("format") for t in spec["spec"]["layer"][1]["encoding"]["tooltip"] if "title" in t}
+    assert tips["val_accuracy (mean)"] == tips["± std"] == ".1%" and "n runs" in tips

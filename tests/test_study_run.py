@@ -40,7 +40,7 @@ def attempts(store: RunStore, spec) -> dict[str, dict[int, str]]:
     return {c.run_id: store.attempts(c.run_id) for c in spec.runs}
 
 
-def test_plan_counts_cached_and_missing_and_run_trains_only_the_missing(tmp_path):
+def test_plan_counts_cached_and_missing_and_run_trains_only_the_missing(tmp_path, monkeypatch):
     store = RunStore(tmp_path / "store")
     full = load_study(write(tmp_path, STUDY))
     part = load_study(write(tmp_path, STUDY.replace("seeds = [0, 1, 2]", "seeds = [1]").replace('"tiny"', '"part"'),
@@ -56,7 +56,19 @@ def test_plan_counts_cached_and_missing_and_run_trains_only_the_missing(tmp_path
     text = format_plan(plan)
     assert "4 cells x 3 seeds = 12 runs" in text and "cached: 4  missing: 8" in text
     assert "estimated time for the missing runs:" in text
-    assert "stored epoch times of similar runs" in text  # the part run has the same shapes
+    # the part run has the same shapes: its 4 runs, trained here, are what the estimate measured
+    assert plan.measured_runs == 4 and plan.estimate_sources.get("store")
+    assert "(from 4 runs measured on this machine)" in text
+
+    # Epoch times another machine recorded say nothing of this one: a calibration on this machine instead.
+    import platform
+    here = platform.node()
+    monkeypatch.setattr(platform, "node", lambda: here + "-elsewhere")
+    elsewhere = make_plan(full, store, workers=2)
+    monkeypatch.undo()
+    assert elsewhere.measured_runs == 0 and set(elsewhere.estimate_sources) == {"calibration"}
+    assert elsewhere.estimate_s is not None and elsewhere.estimate_s > 0
+    assert "calibration" in format_plan(elsewhere) and "measured" not in format_plan(elsewhere)
 
     second = run_study(full, store, workers=2, device="cpu", show_progress=False)
     assert second.ok and second.n_trained == 8

@@ -8,7 +8,14 @@ import pandas as pd
 alt.data_transformers.disable_max_rows()
 
 
-FACET_WIDTH, FACET_COLUMNS = 250, 3  # three panels and the legend fit a wide page
+# Facet panels wrap into rows whose total width (~830 px with the y axis) fits the wide layout's main column on a
+# 1280 px screen: panel width by the number of columns; four panels as 2 x 2 rather than 3 + 1.
+FACET_COLUMNS = 3
+FACET_WIDTH = {1: 600, 2: 360, 3: 240}
+
+
+def facet_columns(n_panels: int) -> int:
+    return 2 if n_panels == 4 else max(1, min(FACET_COLUMNS, n_panels))
 
 
 def metric_format(fraction: bool) -> str:
@@ -56,8 +63,9 @@ def curves(lines: pd.DataFrame, ends: pd.DataFrame, *, metric: str, x_title: str
     if dash:
         line_enc["strokeDash"] = alt.StrokeDash(f"_{dash}:N", title=dash,
                                                 legend=alt.Legend(orient="bottom" if facet else "right"))
-    band_colour = (alt.Color(f"_{color}:N", scale=palette, legend=None) if color
-                   else alt.Color("series:N", legend=None, scale=palette))
+    # The band states the same legend as the lines: a layer saying legend=None for the shared colour would drop the
+    # merged legend of a faceted chart altogether.
+    band_colour = colour
     layers = []
     if band:
         layers.append(base.mark_area(opacity=0.18).encode(
@@ -74,9 +82,9 @@ def curves(lines: pd.DataFrame, ends: pd.DataFrame, *, metric: str, x_title: str
             y="y:Q", tooltip=end_tip).transform_filter(alt.datum.kind == "end"))
     chart = alt.layer(*layers, data=data)
     if facet:
-        n_panels = lines[f"_{facet}"].nunique() if f"_{facet}" in lines else FACET_COLUMNS
-        chart = chart.properties(width=FACET_WIDTH, height=220).facet(
-            facet=alt.Facet(f"_{facet}:N", title=facet), columns=max(1, min(FACET_COLUMNS, n_panels)))
+        columns = facet_columns(lines[f"_{facet}"].nunique() if f"_{facet}" in lines else FACET_COLUMNS)
+        chart = chart.properties(width=FACET_WIDTH[columns], height=220).facet(
+            facet=alt.Facet(f"_{facet}:N", title=facet), columns=columns)
     else:
         chart = chart.properties(height=420)
     return chart.interactive(bind_y=False) if not facet else chart
@@ -128,11 +136,32 @@ def overlay(curves_df: pd.DataFrame, metric: str, percent: bool) -> alt.Chart:
         tooltip=["run:N", "epoch:Q", alt.Tooltip(f"{metric}:Q", format=y_fmt)]).properties(height=320)
 
 
+TASK_VIEW_SIZE = 340  # px: the longer side of a decision boundary, the side of a confusion matrix
+# width x height is the plot's area; axes, title and legend come on top. (Streamlit's default, "fit", would squeeze
+# the plot to make room for a legend below it: a square matrix drawn flat.)
+PLOT_SIZE = alt.AutoSizeParams(type="pad")
+
+
+def equal_axes(x_range: tuple[float, float], y_range: tuple[float, float], longest: int = TASK_VIEW_SIZE
+               ) -> tuple[int, int]:
+    """(width, height) in pixels that give both axes the same units per pixel: a circle in the data stays a
+    circle on screen. Drawn at this size (st.altair_chart(width="content")), never stretched to a column."""
+    dx, dy = x_range[1] - x_range[0], y_range[1] - y_range[0]
+    if dx <= 0 or dy <= 0:
+        return longest, longest
+    scale = longest / max(dx, dy)
+    return max(1, round(dx * scale)), max(1, round(dy * scale))
+
+
 def boundary(grid: pd.DataFrame, points: pd.DataFrame, step_x1: float, step_x2: float) -> alt.Chart:
-    """P(class 1) over the plane as a red-blue field, the split's points on top (x marks the misclassified)."""
+    """P(class 1) over the plane as a red-blue field, the split's points on top (x marks the misclassified), on
+    equal axes."""
+    x_range = (float(grid.x1.min()), float(grid.x1.max() + step_x1))
+    y_range = (float(grid.x2.min()), float(grid.x2.max() + step_x2))
+    width, height = equal_axes(x_range, y_range)
     field = alt.Chart(grid.assign(x1_end=grid.x1 + step_x1, x2_end=grid.x2 + step_x2)).mark_rect(opacity=0.8).encode(
-        x=alt.X("x1:Q", title="x1", scale=alt.Scale(nice=False)), x2="x1_end:Q",
-        y=alt.Y("x2:Q", title="x2", scale=alt.Scale(nice=False)), y2="x2_end:Q",
+        x=alt.X("x1:Q", title="x1", scale=alt.Scale(nice=False, domain=list(x_range))), x2="x1_end:Q",
+        y=alt.Y("x2:Q", title="x2", scale=alt.Scale(nice=False, domain=list(y_range))), y2="x2_end:Q",
         color=alt.Color("p1:Q", title="P(class 1)", scale=alt.Scale(scheme="redblue", domain=[0, 1], reverse=True)),
         tooltip=[alt.Tooltip("p1:Q", format=".2f")])
     pts = alt.Chart(points.assign(label=points["label"].astype(str),
@@ -143,11 +172,12 @@ def boundary(grid: pd.DataFrame, points: pd.DataFrame, step_x1: float, step_x2: 
         shape=alt.Shape("result:N", scale=alt.Scale(domain=["right", "wrong"], range=["circle", "cross"])),
         tooltip=["label:N", "predicted:Q", "result:N"])
     # Whole legend titles and labels ("class", not "clas").
-    return (field + pts).properties(height=330).configure_legend(orient="bottom", direction="horizontal",
-                                                                  titleLimit=0, labelLimit=0)
+    return (field + pts).properties(width=width, height=height, autosize=PLOT_SIZE).configure_legend(
+        orient="bottom", direction="horizontal", titleLimit=0, labelLimit=0)
 
 
 def confusion(frame: pd.DataFrame, title: str) -> alt.Chart:
+    """A square matrix (rows: true class) with every class labelled; drawn at its own size, not a column's."""
     labels = list(dict.fromkeys(frame["true"]))
     axis = alt.Axis(labelOverlap=False, labelAngle=0)  # every class labelled, not 0/4/8
     base = alt.Chart(frame).encode(x=alt.X("predicted:N", sort=labels, axis=axis),
@@ -159,7 +189,9 @@ def confusion(frame: pd.DataFrame, title: str) -> alt.Chart:
     text = base.mark_text(fontSize=9).encode(text=alt.condition(alt.datum["count"] > 0, "count:Q", alt.value("")),
                                              color=alt.condition(alt.datum.share > 0.5, alt.value("white"),
                                                                  alt.value("black")))
-    return (rect + text).properties(title=title, height=300).configure_legend(orient="bottom", direction="horizontal")
+    side = min(TASK_VIEW_SIZE, max(120, 30 * len(labels)))
+    return (rect + text).properties(title=title, width=side, height=side, autosize=PLOT_SIZE).configure_legend(
+        orient="bottom", direction="horizontal")
 
 
 def regression(preds: pd.DataFrame, x_title: str) -> alt.Chart:

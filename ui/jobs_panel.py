@@ -85,7 +85,8 @@ def submit(kind: str, configs: list, study: str | None, device: str, timeout_s: 
 
 def launch_button(label: str, key: str, disabled: bool, do_submit, what: Any = None) -> None:
     """The button, and under it what its last click did (the project's errors as messages, never a traceback).
-    The message stays while ``what`` (the form's content) is unchanged."""
+    The message stays while ``what`` (the form's content) is unchanged and its job has not been cancelled: a
+    cancelled job's card says so, and "Queued job ..." above it would contradict it."""
     fingerprint = json.dumps(what, sort_keys=True, default=str)
     read_only = read_only_reason()
     if read_only:
@@ -99,13 +100,19 @@ def launch_button(label: str, key: str, disabled: bool, do_submit, what: Any = N
             message = ("error", str(exc))
         else:
             job = submitted.job
-            message = (("success", f"Queued job {job.id}: {job.label}.") if submitted.created else
+            message = (("success", f"Queued job {job.id}: {job.label}. Its card is under Jobs, with the same id.")
+                       if submitted.created else
                        ("info", f"Already launched as job {job.id} ({job.state}); nothing new was queued."))
+            message = (*message, job.id)
         st.session_state[f"{key}.message"] = (fingerprint, message)
     shown = st.session_state.get(f"{key}.message")
     if shown is not None and shown[0] == fingerprint:
-        kind, text = shown[1]
-        getattr(st, kind)(text)
+        kind, text, *job_id = shown[1]
+        job = get_queue().get(job_id[0]) if job_id else None
+        if job_id and (job is None or job.cancel_requested or job.state == "cancelled"):
+            del st.session_state[f"{key}.message"]
+        else:
+            getattr(st, kind)(text)
 
 
 # --- the jobs panel ---------------------------------------------------------------------------------------------------
@@ -185,11 +192,13 @@ def job_card(job) -> None:
     with st.container(border=True, key=f"job-{job.id}"):
         top = st.columns([6, 1.2])
         when = job.finished_at or job.started_at or job.created_at
-        top[0].markdown(f"{STATE_ICON.get(job.state, '')} **{job.state}** · `{job.id}` · {job.label} · "
+        top[0].markdown(f"{STATE_ICON.get(job.state, '')} **{job.state}** · job `{job.id}` · {job.label} · "
                         f"{job.device}{' → ' + job.device_used if job.device_used else ''} · {_ago(when)}")
         if job.active:
-            top[1].button("Cancel" if not job.cancel_requested else "Cancelling...", key=f"cancel-{job.id}",
-                          on_click=_cancel, args=(job.id,), disabled=job.cancel_requested)
+            if top[1].button("Cancel" if not job.cancel_requested else "Cancelling...", key=f"cancel-{job.id}",
+                             disabled=job.cancel_requested):
+                _cancel(job.id)
+                st.rerun(scope="app")  # the whole page: the launch message naming this job is stale now
         elif job.state in REQUEUEABLE:
             top[1].button("Run again", key=f"requeue-{job.id}", on_click=_requeue, args=(job.id,),
                           help="Queue it again: runs it finished are cached and do not train again")

@@ -11,7 +11,8 @@ import streamlit as st
 from engine.config import STRUCTURAL, ConfigError, allowed_values, applies, field_help
 from engine.errors import is_user_error
 from engine.study.builder import expand, format_duration, plan_study
-from ui.launch_form import canonical, parse_ints
+from engine.study.plan import estimate_source
+from ui.launch_form import canonical, label, parse_ints, show_at_field
 from ui.state import get_store, store_root
 
 NOT_FACTORS = ("task", "model", "seed")  # they change which fields apply: pick them in the base config
@@ -34,31 +35,35 @@ def parse_numbers(text: str, name: str, kind: str) -> list[Any]:
         try:
             v = float(p)
         except ValueError:
-            raise ConfigError(f"{name}: {p!r} is not a number; write values separated by commas") from None
+            raise ConfigError(f"{label(name)}: {p} is not a number; write values separated by commas") from None
         if kind == "int":
             if not v.is_integer():
-                raise ConfigError(f"{name} takes integers, got {p}")
+                raise ConfigError(f"{label(name)} takes whole numbers (you typed {p})")
             v = int(v)
         out.append(v)
     if not out:
-        raise ConfigError(f"{name}: give at least one value")
+        raise ConfigError(f"{label(name)}: give at least one value")
     return out
 
 
-def factor_inputs(prefix: str, base: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """Pick the fields to vary and their values (multi-selects for choices, lists or ranges for numbers)."""
+def factor_inputs(prefix: str, base: dict[str, Any]) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
+    """Pick the fields to vary and their values (multi-selects for choices, lists or ranges for numbers).
+
+    Returns (factors, the first error in the user's words or None, a slot under each factor's values where a later
+    error about that factor goes: see ``ui.launch_form.show_at_field``)."""
     info = field_help()
     struct = {k: base[k] for k in STRUCTURAL if k in base}
     candidates = [n for n in info if n not in NOT_FACTORS and applies(n, struct)]
-    chosen = st.multiselect("Factors to vary", candidates, key=f"{prefix}.factors",
+    chosen = st.multiselect("Factors to vary", candidates, key=f"{prefix}.factors", format_func=label,
                             help="Each factor's values multiply the number of cells; every cell runs once per seed.")
     factors: dict[str, Any] = {}
+    slots: dict[str, Any] = {}
     for name in chosen:
         meta = info[name]
         kind = meta["kind"]
         key = f"{prefix}.f.{name}"
         cols = st.columns([1.2, 3])
-        cols[0].markdown(f"**{name}**", help=meta["help"])
+        cols[0].markdown(f"**{label(name)}**", help=f"`{name}`: {meta['help']}")
         with cols[1]:
             try:
                 if meta["choices"]:
@@ -81,10 +86,15 @@ def factor_inputs(prefix: str, base: dict[str, Any]) -> tuple[dict[str, Any], st
                 else:
                     factors[name] = _numeric_factor(name, kind, base.get(name), key)
             except ConfigError as e:
-                return factors, str(e)
+                slots[name] = st.empty()
+                return factors, show_at_field(str(e), slots), slots
+            finally:
+                slots.setdefault(name, st.empty())
         if isinstance(factors.get(name), list) and not factors[name]:
-            return factors, f"{name}: pick at least one value (or stop varying it)"
-    return factors, None
+            message = f"{label(name)}: pick at least one value (or stop varying it)"
+            slots[name].error(message, icon=":material/error:")
+            return factors, message, slots
+    return factors, None, slots
 
 
 def _numeric_factor(name: str, kind: str, base_value: Any, key: str) -> Any:
@@ -112,9 +122,7 @@ def _estimate(spec_text: str, root: str) -> tuple[int, float | None, str]:
     alone for a while rather than redone whenever the store changes."""
     spec = expand(json.loads(spec_text))
     plan = plan_study(spec, get_store(), estimate=True)
-    src = " and ".join(f"{'stored epoch times' if s == 'store' else 'a calibration'}"
-                       for s in plan.estimate_sources) or "nothing to train"
-    return len(plan.missing), plan.estimate_s, src
+    return len(plan.missing), plan.estimate_s, estimate_source(plan)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -139,9 +147,12 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def about_text(s: dict[str, Any]) -> str:
+    """"about 40s (from 12 runs measured on this machine)": the estimate says what it was measured from."""
     if not s["missing"]:
         return "nothing to train"
-    return f"about {format_duration(s['estimate_s'])}" if s["estimate_s"] is not None else "time unknown"
+    if s["estimate_s"] is None:
+        return "time unknown (the calibration run failed)"
+    return f"about {format_duration(s['estimate_s'])} of training (from {s['source']})"
 
 
 def summary_or_error(data: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
@@ -152,7 +163,7 @@ def summary_or_error(data: dict[str, Any]) -> tuple[dict[str, Any] | None, str |
     except Exception as e:
         if not is_user_error(e):
             raise
-        return None, str(e)
+        return None, str(e)  # the engine's words: the page says them at the field (ui.launch_form.show_at_field)
 
 
 def summary_text(s: dict[str, Any]) -> str:
@@ -160,3 +171,16 @@ def summary_text(s: dict[str, Any]) -> str:
     runs = f"{s['runs']} run{'s' if s['runs'] != 1 else ''}"
     return (f"{cells} × {s['seeds']} seed{'s' if s['seeds'] != 1 else ''} = {runs}, {s['cached']} cached, "
             f"{s['missing']} to train, {about_text(s)}")
+
+
+def warn_if_study_exists(col, name: str) -> None:
+    """A study name already in the store is allowed (a study grows by launching it again), but said: its runs are
+    joined, and cells already trained are reused from the store rather than trained again."""
+    from ui import data
+    progress = data.study_progress(get_store().version(), store_root())
+    row = progress[progress["study"] == name]
+    if not row.empty:
+        n = int(row["n_runs"].iloc[0])
+        col.warning(f"A study named {name} is already in the store ({n} run{'s' if n != 1 else ''}): launching adds "
+                    "to it, and runs it already has are reused, not trained again. Pick a new name for a separate "
+                    "study.", icon=":material/warning:")

@@ -1,8 +1,8 @@
 """A study against the store: which runs are cached, which are missing, and how long the missing ones will take.
 
 The time estimate comes from the store when it holds finished runs of the same shape (same stack key: the same
-model, data and batch size, any seed or learning rate): their logged ``epoch_time_s`` per stack of their recorded
-``stack_size``. Otherwise a short calibration trains a few steps of each missing stack in this process (one torch
+model, data and batch size, any seed or learning rate) trained on this machine (the hostname their runs recorded):
+their logged ``epoch_time_s`` per stack of their recorded ``stack_size``. Otherwise a short calibration trains a few steps of each missing stack in this process (one torch
 thread, as a training process) and extrapolates to the full epochs. The plan says which source each estimate used.
 Stacks are then packed longest first onto the processes, as they train (engine/study/schedule.py).
 """
@@ -33,6 +33,7 @@ class Plan:
     stacks: list[list[RunConfig]] = field(default_factory=list)
     estimate_s: float | None = None            # wall time of the missing runs on `workers` workers
     estimate_sources: dict[str, int] = field(default_factory=dict)  # "store" / "calibration" -> stacks
+    measured_runs: int = 0                     # stored runs of this machine whose epoch times the estimate used
     workers: int = 1
 
 
@@ -53,9 +54,14 @@ def make_plan(spec: StudySpec, store, workers: int | None = None, estimate: bool
 
 # --- time estimate ---------------------------------------------------------------------------------------------------
 
-def _similar_epoch_times(store, stacks: list[list[RunConfig]]) -> dict[tuple, tuple[float, int]]:
-    """stack key -> (median seconds per epoch, stack size it was measured at), from finished runs in the store."""
+def _similar_epoch_times(store, stacks: list[list[RunConfig]]) -> dict[tuple, tuple[float, int, int]]:
+    """stack key -> (median seconds per epoch, stack size it was measured at, runs measured), from finished runs in
+    the store that trained on this machine: another machine's times (a store copied here, a cluster node) say
+    nothing about this one's speed."""
+    import platform
+
     from engine import queries
+    here = platform.node()
     df = queries.epoch_times(store, sorted({s[0].task for s in stacks}))
     wanted = {stack_key(s[0]) for s in stacks}
     found: dict[tuple, list[tuple[float, int]]] = {}
@@ -68,13 +74,13 @@ def _similar_epoch_times(store, stacks: list[list[RunConfig]]) -> dict[tuple, tu
         except ValueError:  # a config an older engine stored (ConfigError is a ValueError): not comparable
             continue
         key = stack_key(config)
-        if key in wanted:
-            k = int(json.loads(row.get("meta_json") or "{}").get("stack_size", 1) or 1)
-            found.setdefault(key, []).append((float(t), k))
+        meta = json.loads(row.get("meta_json") or "{}")
+        if key in wanted and meta.get("hostname") == here:
+            found.setdefault(key, []).append((float(t), int(meta.get("stack_size", 1) or 1)))
     out = {}
     for key, vals in found.items():
         vals.sort()
-        out[key] = vals[len(vals) // 2]
+        out[key] = (*vals[len(vals) // 2], len(vals))
     return out
 
 
@@ -116,14 +122,16 @@ def _estimate(plan: Plan) -> None:
     known = _similar_epoch_times(plan.store, plan.stacks)
     durations = []
     calibrated: dict[tuple, float] = {}
+    used: dict[tuple, int] = {}  # stack key -> runs measured, of the stored times used
     for stack in plan.stacks:
         key = stack_key(stack[0])
         k = len(stack)
         if key in known:
-            t, k_rec = known[key]
+            t, k_rec, n_measured = known[key]
             # Per-epoch time grows with the stack size, less than linearly; scale linearly (an upper bound).
             per_epoch = t * max(1.0, k / k_rec)
             plan.estimate_sources["store"] = plan.estimate_sources.get("store", 0) + 1
+            used[key] = n_measured
         else:
             ck = (key, k)
             if ck not in calibrated:
@@ -134,6 +142,7 @@ def _estimate(plan: Plan) -> None:
             per_epoch = calibrated[ck]
             plan.estimate_sources["calibration"] = plan.estimate_sources.get("calibration", 0) + 1
         durations.append(per_epoch * stack[0].epochs)
+    plan.measured_runs = sum(used.values())
     if any(math.isnan(d) for d in durations):
         plan.estimate_s = None
         return
@@ -143,11 +152,26 @@ def _estimate(plan: Plan) -> None:
 
 
 def format_duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1s"  # not "0s": something still trains
     if seconds < 90:
         return f"{seconds:.0f}s"
     if seconds < 5400:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def estimate_source(plan: Plan) -> str:
+    """Where the plan's time estimate comes from, in a reader's words: "12 runs measured on this machine", "a
+    calibration run on this machine", or both."""
+    parts = []
+    if plan.estimate_sources.get("store"):
+        parts.append(f"{plan.measured_runs} run{'s' if plan.measured_runs != 1 else ''} measured on this machine")
+    if plan.estimate_sources.get("calibration"):
+        n = plan.estimate_sources["calibration"]
+        parts.append(f"a calibration of {n} stack{'s' if n != 1 else ''} on this machine" if n > 1
+                     else "a calibration run on this machine")
+    return " and ".join(parts)
 
 
 def format_plan(plan: Plan) -> str:
@@ -185,10 +209,8 @@ def format_plan(plan: Plan) -> str:
             lines.append(f"missing runs train as {len(plan.stacks)} stacks on {plan.workers} "
                          f"process{'es' if plan.workers != 1 else ''}")
         if plan.estimate_s is not None:
-            src = " and ".join(f"{'stored epoch times of similar runs' if s == 'store' else 'a calibration run'}"
-                               f" ({n} stack{'s' if n != 1 else ''})" for s, n in plan.estimate_sources.items())
             lines.append(f"estimated time for the missing runs: {format_duration(plan.estimate_s)} "
-                         f"(from {src})")
+                         f"(from {estimate_source(plan)})")
         elif plan.stacks:
             lines.append("estimated time: unknown (calibration failed; `study run` will show the real error)")
     else:

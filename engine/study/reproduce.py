@@ -126,14 +126,13 @@ def print_estimates(specs: dict[str, StudySpec], selected: dict[str, StudySpec],
     the expected time of the runs this invocation leaves untrained (``--only``), for the report's "not run"."""
     import dataclasses
 
-    from engine.study.plan import format_duration, make_plan
+    from engine.study.plan import estimate_source, format_duration, make_plan
 
     def estimate(spec: StudySpec):
         plan = make_plan(spec, store, workers=workers)
         if not plan.missing:
             return plan, None
-        src = " + ".join(f"{'stored epoch times' if k == 'store' else 'calibration'} ({v} stacks)"
-                         for k, v in plan.estimate_sources.items())
+        src = estimate_source(plan)
         est = format_duration(plan.estimate_s) if plan.estimate_s is not None else "unknown"
         return plan, f"{len(plan.missing)} runs, expected {est} on {plan.workers} process(es), from {src}"
 
