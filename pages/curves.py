@@ -6,7 +6,7 @@ import streamlit as st
 from ui import charts, data, url
 from ui.defaults import defaults_for, latest_study
 from ui.filters import chosen_study, sidebar
-from ui.page import load_runs, stop_if_empty
+from ui.page import load_runs, metrics_or_stop, stop_if_empty
 from ui.shape import curve_frame, fit_range, is_fraction, mode_of
 from ui.state import ensure_router, guard
 
@@ -20,11 +20,7 @@ runs = sidebar(runs, default_columns=("study", "task", "activation", "optimizer"
                open_on=latest_study(runs))
 stop_if_empty(runs)
 
-metrics = data.metrics_of(runs)
-if not metrics:
-    st.warning("These runs logged no metric yet (they may have just started): wait for an epoch, or widen the "
-               "filters.")
-    st.stop()
+metrics = metrics_or_stop(runs)
 # Opens on the study's headline metric coloured by its factor with the fewest levels, dashed by the next one when
 # that stays readable; another study brings its own defaults (ui.url.defaults_follow).
 fresh = defaults_for(runs, metrics, chosen_study(runs))

@@ -13,7 +13,7 @@ from engine.report.render import importance_table, markdown_table
 from ui import data, url
 from ui.defaults import latest_study
 from ui.filters import sidebar
-from ui.page import load_runs, stop_if_empty
+from ui.page import load_runs, metrics_or_stop, stop_if_empty
 from ui.shape import mode_of
 from ui.state import ensure_router, guard
 
@@ -24,10 +24,7 @@ root, version, runs = load_runs()
 runs = sidebar(runs, default_columns=("study", "task"), open_on=latest_study(runs))
 stop_if_empty(runs)
 
-metrics = data.metrics_of(runs)
-if not metrics:
-    st.warning("These runs logged no metric yet.")
-    st.stop()
+metrics = metrics_or_stop(runs)
 try:  # the study's headline metric when the runs are one task's
     headline = analysis.study_metric(runs, "the selection")
 except analysis.AnalysisError:

@@ -10,7 +10,7 @@ from ui import charts, data, downloads, url
 from ui.cells import SPREADS, analysis_table, cells_frame, footnote
 from ui.defaults import defaults_for, latest_study
 from ui.filters import chosen_study, sidebar
-from ui.page import load_runs, stop_if_empty
+from ui.page import load_runs, metrics_or_stop, stop_if_empty
 from ui.shape import is_fraction, mode_of
 from ui.state import ensure_router, guard
 
@@ -23,10 +23,7 @@ root, version, runs = load_runs()
 runs = sidebar(runs, default_columns=("study", "task"), open_on=latest_study(runs))
 stop_if_empty(runs)
 
-metrics = data.metrics_of(runs)
-if not metrics:
-    st.warning("These runs logged no metric yet.")
-    st.stop()
+metrics = metrics_or_stop(runs)
 # Cells are means over seeds: the factors are the config fields that vary, the seed and derived columns aside. The
 # page opens on the study's headline metric, its factor with the most levels as rows and the next as columns (a
 # tall table reads better than a wide one); another study brings its own defaults (widgets keyed by it).

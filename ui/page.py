@@ -45,3 +45,13 @@ def stop_if_empty(runs: pd.DataFrame, what: str = "No runs match the filters") -
     if runs.empty:
         st.warning(f"{what}: widen the filters in the sidebar.")
         st.stop()
+
+
+def metrics_or_stop(runs: pd.DataFrame) -> list[str]:
+    """The metrics these runs logged; a page with none to show says why and stops."""
+    metrics = data.metrics_of(runs)
+    if not metrics:
+        st.warning("These runs logged no metric yet (they may have just started): wait for an epoch, or widen the "
+                   "filters.")
+        st.stop()
+    return metrics
