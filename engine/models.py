@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.config import RunConfig
+from engine.first_conv import Workspace, first_conv_pool
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,12 @@ warnings.filterwarnings("ignore", message="grad and param do not obey the gradie
 CHANNELS_LAST = torch.channels_last
 
 MONOTONIC = frozenset({"relu", "tanh", "sigmoid", "leaky_relu", "elu", "identity"})
+
+# Images per step (runs x batch) from which the first layer and its max-pool run as one Function with kept buffers
+# (engine/first_conv.py). Below it the Function's fixed per-call cost outweighs what it saves: measured with
+# bench/train_throughput.py --mnist, one run at batch 10 was about 5% slower that way, batch 64 about 10% faster and
+# a 12-run stack at batch 10 about 15% faster.
+FUSED_FIRST_LAYER_MIN_IMAGES = 32
 
 
 def _activation(name: str):
@@ -101,6 +108,7 @@ class StackedModel:
         # Separate trunks: one feature extractor per head (the study's choice for colored MNIST). Shared: one.
         n_trunks = len(self.out_sizes) if (config.task == "colored_mnist" and not config.shared_trunk) else 1
         self.trunks = [self._build_trunk(f"trunk{t}") for t in range(n_trunks)]
+        self.workspaces = [Workspace() for _ in self.trunks]  # the first layer's reusable buffers, per trunk
         self.heads = []
         for h, units in enumerate(self.out_sizes):
             features = self.trunks[h if n_trunks > 1 else 0]["features"]
@@ -165,7 +173,7 @@ class StackedModel:
         self.flat_grad.zero_()
 
     # --- forward ---------------------------------------------------------------------------------------------------
-    def _run_trunk(self, trunk: dict, x: torch.Tensor) -> torch.Tensor:
+    def _run_trunk(self, trunk: dict, x: torch.Tensor, workspace: Workspace) -> torch.Tensor:
         k, b = x.shape[:2]
         if trunk["kind"] == "mlp":
             h = x.reshape(k, b, -1)  # (K, B, *input_shape) -> (K, B, D)
@@ -176,17 +184,26 @@ class StackedModel:
         # Runs become channel groups: (K, B, C, H, W) -> (B, K*C, H, W), one grouped conv for all K runs.
         # Channels-last throughout (same values, another memory order): on the CPU, oneDNN's convolution backward
         # and max-pooling are 1.5-5x faster in it at these small channel counts (bench/train_throughput.py).
-        one_channel = x.shape[2] == 1  # then the first layer reads x itself (_one_channel_conv)
+        one_channel = x.shape[2] == 1  # then the first layer reads x itself (first_conv_pool, _one_channel_conv)
+        pool_first = self.config.pool and self.config.activation in MONOTONIC
         if not one_channel:
             h = x.transpose(0, 1).reshape(b, -1, *x.shape[3:]).contiguous(memory_format=CHANNELS_LAST)
         for i, (w, bias) in enumerate(trunk["layers"]):
             weight = self.view(w)  # (K, out, in, k, k)
+            if i == 0 and one_channel and pool_first and k * b >= FUSED_FIRST_LAYER_MIN_IMAGES:
+                # convolution and max-pool in one Function (engine/first_conv.py); (K*B, out, H', W') -> (B, K*out,
+                # H', W'), channels-last, then the activation on the pooled values.
+                pooled = first_conv_pool(x, weight, self.view(bias), workspace)
+                out, hp, wp = pooled.shape[1:]
+                h = pooled.permute(0, 2, 3, 1).reshape(k, b, hp, wp, out).permute(1, 2, 3, 0, 4)
+                h = self.act(h.reshape(b, hp, wp, k * out).permute(0, 3, 1, 2))
+                continue
             if i == 0 and one_channel:
                 h = _one_channel_conv(x, weight, self.view(bias))
             else:
                 h = F.conv2d(h, weight.reshape(-1, *weight.shape[2:]), self.view(bias).reshape(-1),
                              padding=weight.shape[-1] // 2, groups=k)
-            if self.config.pool and self.config.activation in MONOTONIC:
+            if pool_first:
                 # max-pool then activate: equal to activate-then-pool for a non-decreasing activation, on 4x fewer
                 # values.
                 h = self.act(F.max_pool2d(h, 2))
@@ -203,7 +220,7 @@ class StackedModel:
         return h.reshape(b, k, -1).transpose(0, 1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = [self._run_trunk(t, x) for t in self.trunks]
+        features = [self._run_trunk(t, x, ws) for t, ws in zip(self.trunks, self.workspaces)]
         outs = []
         for h, (w, bias) in enumerate(self.heads):
             f = features[h if len(features) > 1 else 0]

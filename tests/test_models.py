@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from engine.config import RunConfig
-from engine.models import StackedModel
+from engine.models import FUSED_FIRST_LAYER_MIN_IMAGES, StackedModel
 
 ACT = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "identity": nn.Identity,
        "softmax": lambda: nn.Softmax(dim=1)}
@@ -91,3 +91,57 @@ def test_checkpoint_round_trip_rebuilds_the_same_function():
     again = StackedModel.from_state(model.run_state(1), heads=(10,), target_dim=0)
     x = torch.randn(1, 2, 1, 28, 28)
     torch.testing.assert_close(again(x)[0][0], model(x.expand(2, -1, -1, -1, -1))[0][1])
+
+
+FUSED_CNN = RunConfig(task="mnist", model="cnn", channels=(4, 6), kernel_sizes=(3, 3), activation="tanh")
+
+
+def test_first_layer_as_one_function_matches_conv_and_max_pool_with_gradients():
+    """From FUSED_FIRST_LAYER_MIN_IMAGES images per step, the first convolution and its max-pool are one Function
+    with kept buffers (engine/first_conv.py): outputs and the first layer's gradients are those of nn.Conv2d +
+    nn.Tanh + nn.MaxPool2d, for each run of a stack, over two steps (the second reuses the buffers)."""
+    model = StackedModel(FUSED_CNN, (1, 28, 28), (10,), 0, seeds=[0, 1])
+    gen = torch.Generator().manual_seed(0)
+    for step in range(2):
+        x = torch.rand(2, 20, 1, 28, 28, generator=gen)
+        assert 2 * 20 >= FUSED_FIRST_LAYER_MIN_IMAGES
+        out = model(x)[0]
+        upstream = torch.randn(out.shape, generator=gen)
+        model.zero_grad()
+        (out * upstream).sum().backward()
+        for k in range(2):
+            trunk = reference_trunk(model, k, model.trunks[0])
+            w_slot, b_slot = model.heads[0]
+            head = nn.Linear(*model.view(w_slot)[k].shape)
+            head.weight.data = model.view(w_slot)[k].detach().T.clone()
+            head.bias.data = model.view(b_slot)[k].detach().clone()
+            expected = head(trunk(x[k]))
+            torch.testing.assert_close(out[k], expected, rtol=1e-5, atol=1e-5)
+            (expected * upstream[k]).sum().backward()
+            conv = trunk[1]  # the first nn.Conv2d
+            weight_slot, bias_slot = model.trunks[0]["layers"][0]
+            # float32 sums of 15,680 products in another order: a few ulps of the gradient's scale
+            torch.testing.assert_close(model.view(weight_slot).grad[k], conv.weight.grad, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(model.view(bias_slot).grad[k], conv.bias.grad, rtol=1e-4, atol=1e-5)
+    assert model.workspaces[0].kept_shapes == [(2, 20, 1, 28, 28)]
+
+
+def test_first_layer_backward_after_a_newer_forward_is_refused():
+    """The kept buffers belong to the latest forward pass: backpropagating an older one would use the wrong
+    patches, so it raises instead of returning wrong gradients."""
+    model = StackedModel(FUSED_CNN, (1, 28, 28), (10,), 0, seeds=[0])
+    older = model(torch.rand(1, 40, 1, 28, 28))[0].sum()
+    model(torch.rand(1, 40, 1, 28, 28))
+    with pytest.raises(RuntimeError, match="newer forward pass"):
+        older.backward()
+
+
+def test_evaluation_keeps_no_first_layer_buffers():
+    """Without autograd (evaluation in chunks of thousands of images) the buffers are allocated for the call and
+    freed with it, and the values are the training path's."""
+    model = StackedModel(FUSED_CNN, (1, 28, 28), (10,), 0, seeds=[0, 1])
+    x = torch.rand(2, 64, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        evaluated = model(x)[0]
+    assert model.workspaces[0].kept_shapes == []
+    torch.testing.assert_close(evaluated, model(x)[0].detach(), rtol=0, atol=0)

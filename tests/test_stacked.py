@@ -120,9 +120,12 @@ def test_gaussian_regression_stack_matches_runs_alone():
     check_stack(configs, small(base, 300, 100))
 
 
-def test_cnn_grouped_convolution_stack_matches_runs_alone():
+# Batch 32: the stack and each run alone take the first layer as one Function (engine/first_conv.py); batch 16: only
+# the stack of two does (32 images per step), the runs alone take conv2d + max_pool2d.
+@pytest.mark.parametrize("batch_size", [32, 16])
+def test_cnn_grouped_convolution_stack_matches_runs_alone(batch_size):
     base = RunConfig(task="mnist", model="cnn", channels=(4, 6), kernel_sizes=(3, 3), activation="relu",
-                     optimizer="sgd", batch_size=32, epochs=2)
+                     optimizer="sgd", batch_size=batch_size, epochs=2)
     configs = [base.replace(lr=lr, momentum=m, seed=s) for s, (lr, m) in enumerate([(0.05, 0.0), (0.02, 0.9)])]
     check_stack(configs, small(base, 256, 128))
 
